@@ -1,0 +1,106 @@
+//! The positioned document tree that both the YAML and the JSON reader produce, and from
+//! which the typed spec is built. Keys are already strings (converted the way Testflinger's
+//! CLI converts them: `json.dumps` of the PyYAML value).
+
+use crate::error::Location;
+
+/// One node of the document.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Node {
+    pub value: Value,
+    pub loc: Option<Location>,
+    /// For a YAML plain (unquoted) scalar that resolved to something other than a string: the
+    /// text as written, so that type errors can suggest quoting it.
+    pub plain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+/// One key/value pair of a mapping, in document order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub key: String,
+    pub key_loc: Option<Location>,
+    pub value: Node,
+}
+
+impl Node {
+    pub fn new(value: Value, loc: Option<Location>) -> Self {
+        Node { value, loc, plain: None }
+    }
+
+    /// Number of nodes in this subtree (used to bound alias expansion).
+    pub fn size(&self) -> usize {
+        1 + match &self.value {
+            Value::Seq(items) => items.iter().map(Node::size).sum(),
+            Value::Map(entries) => entries.iter().map(|e| e.value.size()).sum(),
+            _ => 0,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self.value, Value::Null)
+    }
+
+    /// A short description for messages: "a list", "an integer (5)", ...
+    pub fn describe(&self) -> String {
+        match &self.value {
+            Value::Null => "null".to_owned(),
+            Value::Bool(b) => format!("a boolean ({b})"),
+            Value::Int(i) => format!("an integer ({i})"),
+            Value::Float(f) => format!("a number ({f})"),
+            Value::Str(s) => format!("a string ({s:?})"),
+            Value::Seq(_) => "a list".to_owned(),
+            Value::Map(_) => "a mapping".to_owned(),
+        }
+    }
+
+    /// Extra advice when a YAML plain scalar was read as a non-string.
+    pub fn quote_hint(&self) -> String {
+        match &self.plain {
+            Some(text) if !matches!(self.value, Value::Str(_)) => {
+                let what = match self.value {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Int(_) => "an integer",
+                    Value::Float(_) => "a number",
+                    _ => "a non-string",
+                };
+                format!(" (YAML reads the unquoted `{text}` as {what}; quote it to make it a string)")
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// Joins a field path and a key.
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// Joins a field path and a list index.
+pub(crate) fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// Python's `repr(float)`, approximately, for keys that are floats.
+pub(crate) fn python_float_key(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_owned()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else if f.fract() == 0.0 && f.abs() < 1e16 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
+    }
+}

@@ -1,0 +1,172 @@
+//! The process-wide engine: one wasmtime `Engine` with epoch interruption driven by a single
+//! ticker thread, the pooling allocator sized from [`EngineConfig`] (or on-demand allocation
+//! when pooling is off or cannot be set up), one `Linker` with every interface, the compile
+//! cache, and the loaded plugins.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::CompileCache;
+use crate::error::SandboxError;
+use crate::host::{self, PhaseState};
+use crate::plugin::Plugin;
+use crate::units::{serde_duration, serde_size};
+
+/// How the engine is set up. Read from the agent's configuration; every field has a default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Use the pooling allocator (pre-reserved instance slots: faster phase starts).
+    pub pooling: bool,
+    /// How many phases may run at once in this process (pool slots). Further phases wait.
+    pub max_instances: u32,
+    /// The largest linear memory one instance may have; also caps each phase's memory limit.
+    #[serde(with = "serde_size")]
+    pub max_memory: u64,
+    /// Where compiled plugins are cached; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// How often guest code checks its deadlines.
+    #[serde(with = "serde_duration")]
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: 1000,
+            max_memory: 4 << 30,
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// How instances are allocated, as it turned out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// Pre-reserved pool slots.
+    Pooling,
+    /// Allocated on demand (pooling was off).
+    OnDemand,
+    /// Allocated on demand because the pool could not be set up (the reason).
+    OnDemandFallback(String),
+}
+
+/// The sandbox: load plugins once, run phases many times.
+pub struct Sandbox {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<PhaseState>,
+    pub(crate) cache: Option<CompileCache>,
+    pub(crate) config: EngineConfig,
+    pub(crate) allocation: Allocation,
+    pub(crate) pool_slots: Option<Arc<tokio::sync::Semaphore>>,
+    pub(crate) plugins: Mutex<HashMap<String, Arc<Plugin>>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("config", &self.config)
+            .field("allocation", &self.allocation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine, starts its epoch ticker and links every interface.
+    pub fn new(config: EngineConfig) -> Result<Self, SandboxError> {
+        let (engine, allocation) = if config.pooling {
+            match Engine::new(&wasm_config(&config, true)) {
+                Ok(engine) => (engine, Allocation::Pooling),
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    tracing::warn!(%reason, "pooling allocator unavailable; allocating instances on demand");
+                    let engine = Engine::new(&wasm_config(&config, false))
+                        .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+                    (engine, Allocation::OnDemandFallback(reason))
+                }
+            }
+        } else {
+            let engine =
+                Engine::new(&wasm_config(&config, false)).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+            (engine, Allocation::OnDemand)
+        };
+        start_ticker(&engine, config.epoch_tick);
+
+        let mut linker = Linker::new(&engine);
+        host::link(&mut linker).map_err(|e| SandboxError::Engine(format!("linking host interfaces: {e:#}")))?;
+        let cache = config.cache_dir.as_ref().map(CompileCache::open).transpose()?;
+        let pool_slots = (allocation == Allocation::Pooling)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)));
+        Ok(Self { engine, linker, cache, config, allocation, pool_slots, plugins: Mutex::default() })
+    }
+
+    /// How instances are allocated.
+    pub fn allocation(&self) -> &Allocation {
+        &self.allocation
+    }
+
+    /// The engine configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The compile cache, when one is configured.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
+    /// The underlying wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn wasm_config(config: &EngineConfig, pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    // Guests that recurse without end hit this and trap, instead of exhausting the host.
+    c.max_wasm_stack(1 << 20);
+    if pooling {
+        let n = config.max_instances.max(1);
+        let mut p = PoolingAllocationConfig::new();
+        p.total_component_instances(n)
+            // Python and JavaScript components hold dozens of core instances and several
+            // memories and tables each; Rust and C hold one or two.
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(config.max_memory as usize)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(32)
+            .max_component_instance_size(1 << 20)
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    c
+}
+
+/// One thread per engine advances the epoch; it ends when the engine is dropped.
+fn start_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("phasebox-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

@@ -1,0 +1,656 @@
+//! Grants: what a phase may touch.
+//!
+//! Three parties write three documents in the same vocabulary ([`Capabilities`]):
+//!
+//! - the plugin's manifest declares what the plugin may ask for (patterns, `*` allowed);
+//! - the operator's [`Policy`] for a queue says what a job there may be granted at most;
+//! - the job's [`GrantRequest`] for a phase asks for concrete things.
+//!
+//! [`Grant::resolve`] intersects them: a request is granted only when both the manifest and the
+//! policy cover it, and anything the job asks for that either one does not cover is refused with
+//! an error naming it, before the phase runs. Everything is denied by default: an empty
+//! document grants nothing.
+//!
+//! Interfaces are linked per capability kind ([`Capability`]): a plugin may import an
+//! interface only when its manifest declares that kind and the policy allows it; the job's
+//! request then decides what the interface reaches (which names, addresses, secrets).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PatternError, SandboxError};
+use crate::network::{Endpoint, HostPattern, NetworkPolicy, Origin};
+use crate::units::{serde_duration, serde_size};
+
+/// A kind of capability; each one links a set of interfaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// `phasebox:plugin/log`. Always granted: log lines go through the redactor like output.
+    Log,
+    /// `phasebox:plugin/results`.
+    Results,
+    /// `phasebox:plugin/secrets`.
+    Secrets,
+    /// `wasi:filesystem/*`. Always linked (libc imports it unconditionally); only granted
+    /// directories are preopened.
+    Files,
+    /// `wasi:sockets/*`.
+    Network,
+    /// `wasi:http/*`.
+    Http,
+    /// `wasi:cli`, `wasi:clocks`, `wasi:random`, `wasi:io`: the basics every guest needs.
+    Basic,
+}
+
+impl Capability {
+    /// The name used in manifests, policies and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Results => "results",
+            Self::Secrets => "secrets",
+            Self::Files => "files",
+            Self::Network => "network",
+            Self::Http => "http",
+            Self::Basic => "basic",
+        }
+    }
+
+    /// Which capability an imported interface (`namespace:package/interface@version`) needs,
+    /// or `None` when phasebox does not provide it.
+    pub fn for_import(import: &str) -> Option<Self> {
+        let name = import.split('@').next().unwrap_or(import);
+        let (package, _iface) = name.split_once('/').unwrap_or((name, ""));
+        Some(match package {
+            "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:io" => Self::Basic,
+            "wasi:filesystem" => Self::Files,
+            "wasi:sockets" => Self::Network,
+            "wasi:http" => Self::Http,
+            "phasebox:plugin" => match name {
+                "phasebox:plugin/log" | "phasebox:plugin/types" => Self::Log,
+                "phasebox:plugin/results" => Self::Results,
+                "phasebox:plugin/secrets" => Self::Secrets,
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Read-only or read-write access to a directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Read only.
+    #[default]
+    Ro,
+    /// Read and write.
+    Rw,
+}
+
+/// A directory rule. In a manifest, `path` is the guest mount point the plugin expects (`*` for
+/// any); in a policy, `source` limits which job-directory subtree may be mounted; in a job
+/// request both are concrete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    /// The guest path, e.g. `/attachments`, or `*`.
+    #[serde(default = "any")]
+    pub path: String,
+    /// The subtree of the job directory, e.g. `attachments/test`; in a manifest or policy,
+    /// `None` means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// At most this access.
+    #[serde(default)]
+    pub access: Access,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+impl FileRule {
+    fn covers(&self, ask: &FileRule) -> bool {
+        let path_ok = self.path == "*" || self.path == ask.path;
+        let source_ok = match (&self.source, &ask.source) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(allowed), Some(asked)) => Path::new(asked).starts_with(Path::new(allowed)),
+        };
+        path_ok && source_ok && self.access >= ask.access
+    }
+}
+
+/// Network rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRule {
+    /// Endpoints that may be connected to (see [`Endpoint`] for the forms).
+    #[serde(default)]
+    pub connect: Vec<Endpoint>,
+    /// Whether sockets may be bound to a chosen port and listen.
+    #[serde(default)]
+    pub bind: bool,
+    /// Whether UDP may be used (datagrams go only to `connect` endpoints).
+    #[serde(default)]
+    pub udp: bool,
+}
+
+/// A DNS name pattern: `example.com`, `*.example.com` or `*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NamePattern(pub HostPattern);
+
+impl TryFrom<String> for NamePattern {
+    type Error = PatternError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        HostPattern::parse(&s).map(Self)
+    }
+}
+
+impl From<NamePattern> for String {
+    fn from(n: NamePattern) -> String {
+        n.0.to_string()
+    }
+}
+
+impl FromStr for NamePattern {
+    type Err = PatternError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostPattern::parse(s).map(Self)
+    }
+}
+
+/// What a plugin declares or a policy allows, in one vocabulary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// May write log lines (always granted; kept for documentation).
+    #[serde(default = "yes")]
+    pub log: bool,
+    /// May report test cases and measurements.
+    #[serde(default)]
+    pub results: bool,
+    /// Secret names that may be read; `*` for any name the job declares.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Directories that may be mounted.
+    #[serde(default)]
+    pub files: Vec<FileRule>,
+    /// Sockets.
+    #[serde(default)]
+    pub network: NetworkRule,
+    /// HTTP origins that may be requested through wasi-http.
+    #[serde(default)]
+    pub http: Vec<Origin>,
+    /// Names that may be resolved.
+    #[serde(default)]
+    pub dns: Vec<NamePattern>,
+    /// May receive environment variables that the job or the policy define.
+    #[serde(default)]
+    pub env: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Capabilities {
+    /// A document that allows everything; for an operator who trusts every job on a queue, and
+    /// for tests.
+    pub fn everything() -> Self {
+        Self {
+            log: true,
+            results: true,
+            secrets: vec!["*".into()],
+            files: vec![FileRule { path: "*".into(), source: None, access: Access::Rw }],
+            network: NetworkRule { connect: vec![Endpoint::parse("*").expect("valid")], bind: true, udp: true },
+            http: vec![Origin::parse("*").expect("valid")],
+            dns: vec![NamePattern(HostPattern::Any)],
+            env: true,
+        }
+    }
+
+    /// Whether this document declares (or allows) a capability kind at all.
+    pub fn has(&self, cap: Capability) -> bool {
+        match cap {
+            Capability::Log | Capability::Basic | Capability::Files => true,
+            Capability::Results => self.results,
+            Capability::Secrets => !self.secrets.is_empty(),
+            Capability::Network => !self.network.connect.is_empty() || self.network.bind || self.network.udp,
+            Capability::Http => !self.http.is_empty(),
+        }
+    }
+
+    fn allows_secret(&self, name: &str) -> bool {
+        self.secrets.iter().any(|s| s == "*" || s == name)
+    }
+}
+
+/// Resource limits of one phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Total bytes of all the instance's linear memories together.
+    #[serde(with = "serde_size", default = "Limits::default_memory")]
+    pub memory: u64,
+    /// Wall-clock time from the phase's start.
+    #[serde(with = "serde_duration", default = "Limits::default_timeout")]
+    pub timeout: Duration,
+    /// Longest time without output (stdout, stderr or log) before the phase is ended.
+    #[serde(with = "serde_duration", default = "Limits::default_output_timeout")]
+    pub output_timeout: Duration,
+    /// Total bytes of output (stdout, stderr, log) the phase may write.
+    #[serde(with = "serde_size", default = "Limits::default_output")]
+    pub output: u64,
+}
+
+impl Limits {
+    fn default_memory() -> u64 {
+        256 << 20
+    }
+    fn default_timeout() -> Duration {
+        // Testflinger's default global timeout is 4 hours.
+        Duration::from_secs(4 * 3600)
+    }
+    fn default_output_timeout() -> Duration {
+        // Testflinger's default output timeout is 15 minutes.
+        Duration::from_secs(15 * 60)
+    }
+    fn default_output() -> u64 {
+        1 << 30
+    }
+
+    /// The stricter of two limit sets, field by field.
+    pub fn min(&self, other: &Limits) -> Limits {
+        Limits {
+            memory: self.memory.min(other.memory),
+            timeout: self.timeout.min(other.timeout),
+            output_timeout: self.output_timeout.min(other.output_timeout),
+            output: self.output.min(other.output),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: Self::default_memory(),
+            timeout: Self::default_timeout(),
+            output_timeout: Self::default_output_timeout(),
+            output: Self::default_output(),
+        }
+    }
+}
+
+/// The operator's policy for a queue: what a job there may be granted at most, what every
+/// phase gets in its environment, and the largest limits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The most a job may be granted.
+    #[serde(default)]
+    pub allow: Capabilities,
+    /// Environment variables every phase receives (when its plugin declares `env`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The largest limits a job may ask for; also the defaults.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What a job asks for in one phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// Directories to mount; each needs `path` and `source`.
+    #[serde(default)]
+    pub files: Vec<FileRule>,
+    /// Sockets.
+    #[serde(default)]
+    pub network: NetworkRule,
+    /// HTTP origins.
+    #[serde(default)]
+    pub http: Vec<Origin>,
+    /// Names to resolve.
+    #[serde(default)]
+    pub dns: Vec<NamePattern>,
+    /// Environment variables for the phase.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secret names this phase declares.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Tighter limits than the policy's, if wanted.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// One directory mounted into the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// Where the guest sees it.
+    pub guest: String,
+    /// The directory on the host (inside the job directory).
+    pub host: PathBuf,
+    /// Its access.
+    pub access: Access,
+}
+
+/// A phase's effective grant: what it may touch, fully resolved. Built by [`Grant::resolve`];
+/// its fields can be read but not widened.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub(crate) interfaces: BTreeSet<Capability>,
+    pub(crate) interface_refusals: BTreeMap<Capability, String>,
+    pub(crate) secrets: BTreeSet<String>,
+    pub(crate) mounts: Vec<Mount>,
+    pub(crate) network: Arc<NetworkPolicy>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) args: Vec<String>,
+    pub(crate) limits: Limits,
+}
+
+impl Grant {
+    /// Intersects the plugin's manifest, the operator's policy and the job's request for
+    /// `phase`. `job_dir` is the job's directory; every `files` source must lie inside it.
+    pub fn resolve(
+        phase: &str,
+        plugin: &Capabilities,
+        policy: &Policy,
+        ask: &GrantRequest,
+        job_dir: &Path,
+    ) -> Result<Self, SandboxError> {
+        let refuse = |what: String, by_plugin: bool| SandboxError::GrantRefused {
+            phase: phase.to_owned(),
+            what,
+            refused_by: if by_plugin { "the plugin's manifest" } else { "the operator's policy" }.to_owned(),
+        };
+        let allow = &policy.allow;
+
+        let mut interfaces = BTreeSet::new();
+        let mut interface_refusals = BTreeMap::new();
+        for cap in [
+            Capability::Basic,
+            Capability::Log,
+            Capability::Files,
+            Capability::Results,
+            Capability::Secrets,
+            Capability::Network,
+            Capability::Http,
+        ] {
+            if !plugin.has(cap) {
+                interface_refusals.insert(cap, format!("the plugin's manifest does not declare `{cap}`"));
+            } else if !allow.has(cap) {
+                interface_refusals.insert(cap, format!("the operator's policy does not allow `{cap}`"));
+            } else {
+                interfaces.insert(cap);
+            }
+        }
+
+        let mut secrets = BTreeSet::new();
+        for name in &ask.secrets {
+            if !plugin.allows_secret(name) {
+                return Err(refuse(format!("secret {name}"), true));
+            }
+            if !allow.allows_secret(name) {
+                return Err(refuse(format!("secret {name}"), false));
+            }
+            secrets.insert(name.clone());
+        }
+
+        let mut mounts = Vec::new();
+        for f in &ask.files {
+            let what = format!("files {} ({}, {:?})", f.path, f.source.as_deref().unwrap_or("?"), f.access);
+            let source = f.source.as_deref().ok_or_else(|| SandboxError::BadMount {
+                phase: phase.to_owned(),
+                guest: f.path.clone(),
+                reason: "a files request needs a `source` inside the job directory".into(),
+            })?;
+            if !plugin.files.iter().any(|r| r.covers(&FileRule { source: None, ..f.clone() })) {
+                return Err(refuse(what, true));
+            }
+            if !allow.files.iter().any(|r| r.covers(f)) {
+                return Err(refuse(what, false));
+            }
+            mounts.push(Mount {
+                guest: f.path.clone(),
+                host: mount_source(phase, &f.path, job_dir, source)?,
+                access: f.access,
+            });
+        }
+
+        for e in &ask.network.connect {
+            if !plugin.network.connect.iter().any(|p| p.covers(e)) {
+                return Err(refuse(format!("network connect {e}"), true));
+            }
+            if !allow.network.connect.iter().any(|p| p.covers(e)) {
+                return Err(refuse(format!("network connect {e}"), false));
+            }
+        }
+        for (flag, name, p, a) in [
+            (ask.network.bind, "network bind", plugin.network.bind, allow.network.bind),
+            (ask.network.udp, "network udp", plugin.network.udp, allow.network.udp),
+        ] {
+            if flag && !p {
+                return Err(refuse(name.into(), true));
+            }
+            if flag && !a {
+                return Err(refuse(name.into(), false));
+            }
+        }
+        for o in &ask.http {
+            if !plugin.http.iter().any(|p| p.covers(o)) {
+                return Err(refuse(format!("http {o}"), true));
+            }
+            if !allow.http.iter().any(|p| p.covers(o)) {
+                return Err(refuse(format!("http {o}"), false));
+            }
+        }
+        for d in &ask.dns {
+            if !plugin.dns.iter().any(|p| p.0.covers(&d.0)) {
+                return Err(refuse(format!("dns {}", d.0), true));
+            }
+            if !allow.dns.iter().any(|p| p.0.covers(&d.0)) {
+                return Err(refuse(format!("dns {}", d.0), false));
+            }
+        }
+        let network = NetworkPolicy::new(
+            ask.network.connect.clone(),
+            ask.network.bind,
+            ask.network.udp,
+            ask.dns.iter().map(|d| d.0.clone()).collect(),
+            ask.http.clone(),
+        );
+
+        let mut env = Vec::new();
+        if plugin.env {
+            let mut merged = policy.env.clone();
+            merged.extend(ask.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            env.extend(merged);
+        } else if !ask.env.is_empty() {
+            return Err(refuse("environment variables".into(), true));
+        }
+
+        let limits = match &ask.limits {
+            Some(l) => l.min(&policy.limits),
+            None => policy.limits.clone(),
+        };
+
+        Ok(Self { interfaces, interface_refusals, secrets, mounts, network, env, args: vec![phase.to_owned()], limits })
+    }
+
+    /// The interface kinds this grant links.
+    pub fn interfaces(&self) -> impl Iterator<Item = Capability> + '_ {
+        self.interfaces.iter().copied()
+    }
+
+    /// The secret names the phase may read.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().map(String::as_str)
+    }
+
+    /// The mounted directories.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// The phase's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Replaces the limits (the job engine shortens the timeout to what is left of the job's).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Why a capability kind is not linked, or `None` when it is.
+    pub fn refusal(&self, cap: Capability) -> Option<&str> {
+        self.interface_refusals.get(&cap).map(String::as_str)
+    }
+
+    pub(crate) fn network(&self) -> &Arc<NetworkPolicy> {
+        &self.network
+    }
+}
+
+/// Resolves a files `source` to a directory inside `job_dir`, refusing absolute paths, `..`,
+/// and symlinks that lead out of the job directory.
+fn mount_source(phase: &str, guest: &str, job_dir: &Path, source: &str) -> Result<PathBuf, SandboxError> {
+    let bad = |reason: String| SandboxError::BadMount { phase: phase.to_owned(), guest: guest.to_owned(), reason };
+    if !guest.starts_with('/') {
+        return Err(bad("the guest path must be absolute, e.g. `/attachments`".into()));
+    }
+    let rel = Path::new(source);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(bad(format!("source `{source}` must be a relative path inside the job directory, without `..`")));
+    }
+    let root = job_dir.canonicalize().map_err(|e| bad(format!("job directory {}: {e}", job_dir.display())))?;
+    let full = root.join(rel).canonicalize().map_err(|e| bad(format!("source `{source}`: {e}")))?;
+    if !full.starts_with(&root) {
+        return Err(bad(format!("source `{source}` leads outside the job directory")));
+    }
+    if !full.is_dir() {
+        return Err(bad(format!("source `{source}` is not a directory")));
+    }
+    Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(toml_text: &str) -> Capabilities {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn empty_documents_grant_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let g =
+            Grant::resolve("test", &Capabilities::default(), &Policy::default(), &GrantRequest::default(), dir.path())
+                .unwrap();
+        let linked: Vec<_> = g.interfaces().collect();
+        assert_eq!(linked, [Capability::Log, Capability::Files, Capability::Basic]);
+        assert!(g.mounts().is_empty() && g.secrets.is_empty() && g.env.is_empty());
+        assert!(!g.network.has_sockets() && !g.network.has_dns() && !g.network.has_http() && !g.network.has_udp());
+        assert!(g.refusal(Capability::Secrets).unwrap().contains("manifest"));
+    }
+
+    #[test]
+    fn a_request_needs_both_manifest_and_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = caps(r#"network = { connect = ["*.example.com:443"] }"#);
+        let policy = Policy { allow: caps(r#"network = { connect = ["api.example.com:*"] }"#), ..Policy::default() };
+        let mut ask = GrantRequest::default();
+        ask.network.connect = vec![Endpoint::parse("api.example.com:443").unwrap()];
+        assert!(Grant::resolve("test", &plugin, &policy, &ask, dir.path()).is_ok());
+
+        ask.network.connect = vec![Endpoint::parse("api.example.com:80").unwrap()];
+        let err = Grant::resolve("test", &plugin, &policy, &ask, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("api.example.com:80") && err.contains("plugin's manifest"), "{err}");
+
+        ask.network.connect = vec![Endpoint::parse("www.example.com:443").unwrap()];
+        let err = Grant::resolve("test", &plugin, &policy, &ask, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("operator's policy"), "{err}");
+    }
+
+    #[test]
+    fn secrets_intersect_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = caps(r#"secrets = ["*"]"#);
+        let policy = Policy { allow: caps(r#"secrets = ["API_TOKEN"]"#), ..Policy::default() };
+        let ask = GrantRequest { secrets: vec!["API_TOKEN".into()], ..Default::default() };
+        let g = Grant::resolve("test", &plugin, &policy, &ask, dir.path()).unwrap();
+        assert_eq!(g.secret_names().collect::<Vec<_>>(), ["API_TOKEN"]);
+        let ask = GrantRequest { secrets: vec!["OTHER".into()], ..Default::default() };
+        assert!(Grant::resolve("test", &plugin, &policy, &ask, dir.path()).is_err());
+    }
+
+    #[test]
+    fn mounts_stay_inside_the_job_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("job/attachments/test")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("job/link")).unwrap();
+        let job = dir.path().join("job");
+        let everything = Capabilities::everything();
+        let policy = Policy {
+            allow: Capabilities {
+                files: vec![FileRule { path: "*".into(), source: Some("attachments".into()), access: Access::Ro }],
+                ..Capabilities::default()
+            },
+            ..Policy::default()
+        };
+        let ask = |source: &str, access| GrantRequest {
+            files: vec![FileRule { path: "/attachments".into(), source: Some(source.into()), access }],
+            ..Default::default()
+        };
+        let g = Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Ro), &job).unwrap();
+        assert_eq!(g.mounts()[0].host, job.canonicalize().unwrap().join("attachments/test"));
+        // read-write is more than the policy allows
+        assert!(Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Rw), &job).is_err());
+        let open = Policy { allow: everything.clone(), ..Policy::default() };
+        for bad in ["../outside", "/etc", "link", "attachments/../../outside", "missing"] {
+            let err = Grant::resolve("test", &everything, &open, &ask(bad, Access::Ro), &job).unwrap_err();
+            assert!(matches!(err, SandboxError::BadMount { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn env_needs_the_plugin_to_declare_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            allow: Capabilities::everything(),
+            env: [("LAB".into(), "x".into())].into(),
+            ..Default::default()
+        };
+        let ask = GrantRequest { env: [("A".into(), "1".into())].into(), ..Default::default() };
+        let g = Grant::resolve("test", &caps("env = true"), &policy, &ask, dir.path()).unwrap();
+        assert_eq!(g.env, [("A".to_string(), "1".to_string()), ("LAB".to_string(), "x".to_string())]);
+        assert!(Grant::resolve("test", &caps(""), &policy, &ask, dir.path()).is_err());
+    }
+
+    #[test]
+    fn imports_map_to_capabilities() {
+        assert_eq!(Capability::for_import("wasi:sockets/tcp@0.2.6"), Some(Capability::Network));
+        assert_eq!(Capability::for_import("wasi:http/outgoing-handler@0.2.0"), Some(Capability::Http));
+        assert_eq!(Capability::for_import("phasebox:plugin/secrets@0.1.0"), Some(Capability::Secrets));
+        assert_eq!(Capability::for_import("wasi:cli/environment@0.2.12"), Some(Capability::Basic));
+        assert_eq!(Capability::for_import("evil:thing/x"), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! HTTP capability: wasi-http outgoing requests, checked against the phase's granted origins
+//! and, after the host resolves the name, against the blocked address ranges.
+//!
+//! wasmtime's default sender resolves and connects by itself, past `socket_addr_check`, so the
+//! hook here does its own: it resolves the host, checks every address, and connects to an
+//! address it checked. The request then goes over exactly that connection, so a name that
+//! resolves differently a moment later (DNS rebinding) cannot redirect it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::events::{CapabilityUse, EventSender, PhaseEvent};
+use crate::network::{NetworkPolicy, canonical_ip};
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+type SendResult = Result<(http::Response<WasiBody>, IoFuture), Error>;
+
+/// The phase's wasi-http hooks.
+pub(crate) struct HttpHooks {
+    pub(crate) network: Arc<NetworkPolicy>,
+    pub(crate) events: EventSender,
+}
+
+impl WasiHttpHooks for HttpHooks {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_io: IoFuture,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let network = self.network.clone();
+        let events = self.events.clone();
+        Box::new(async move {
+            let uri = request.uri().clone();
+            let call = format!("{} {uri}", request.method());
+            match checked_address(&network, &uri).await {
+                Ok((addr, tls, host)) => {
+                    record(&events, call, None).await;
+                    send_to(addr, tls, &host, request, options).await
+                }
+                Err((reason, error)) => {
+                    tracing::debug!(%uri, %reason, "http request denied");
+                    record(&events, call, Some(reason)).await;
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+async fn record(events: &EventSender, call: String, denied: Option<String>) {
+    let event =
+        PhaseEvent::Capability(CapabilityUse { grant: "http".into(), call, allowed: denied.is_none(), reason: denied });
+    let _ = events.send(event).await;
+}
+
+/// Checks a request's origin and resolves it to an address the grant allows.
+async fn checked_address(
+    network: &NetworkPolicy,
+    uri: &http::Uri,
+) -> Result<(SocketAddr, bool, String), (String, Error)> {
+    let denied = |why: String| (why, Error::HttpRequestDenied);
+    let tls = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTPS => true,
+        Some(s) if *s == Scheme::HTTP => false,
+        _ => return Err(denied(format!("unsupported scheme in {uri}"))),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let host = uri.host().ok_or_else(|| denied(format!("no host in {uri}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    network.check_http_origin(scheme, &host, port).map_err(denied)?;
+
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![canonical_ip(ip)],
+        Err(_) => tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| ("DNS lookup timed out".to_string(), Error::DnsTimeout))?
+            .map_err(|e| (format!("cannot resolve {host}: {e}"), Error::DnsError { rcode: None, info_code: None }))?
+            .map(|a| canonical_ip(a.ip()))
+            .collect(),
+    };
+    let mut last_refusal = format!("{host} resolved to no address");
+    for ip in addrs {
+        match network.check_http_addr(scheme, ip, port) {
+            Ok(()) => return Ok((SocketAddr::new(ip, port), tls, host)),
+            Err(why) => last_refusal = why,
+        }
+    }
+    Err((last_refusal, Error::DestinationIpProhibited))
+}
+
+/// Sends `request` over a new connection to `addr`, the address that was checked.
+async fn send_to(
+    addr: SocketAddr,
+    tls: bool,
+    host: &str,
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> SendResult {
+    let connect_timeout = options.and_then(|o| o.connect_timeout).unwrap_or(Duration::from_secs(30));
+    let first_byte_timeout = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(600));
+    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+            _ => Error::Connect(e),
+        })?;
+    // Only the path goes on the wire; the authority travels in the Host header.
+    let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    *request.uri_mut() = http::Uri::builder().path_and_query(path).build().map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    let response = if tls {
+        let stream = tls_connect(tcp, host).await?;
+        exchange(stream, request, first_byte_timeout).await?
+    } else {
+        exchange(tcp, request, first_byte_timeout).await?
+    };
+    Ok(response)
+}
+
+async fn tls_connect(tcp: TcpStream, host: &str) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    use tokio_rustls::rustls;
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|_| Error::TlsProtocolError)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = match host.parse::<IpAddr>() {
+        Ok(ip) => rustls::pki_types::ServerName::from(ip),
+        Err(_) => rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(Error::InvalidDnsNameError)?,
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(Error::Tls)
+}
+
+async fn exchange<S>(stream: S, request: http::Request<WasiBody>, first_byte_timeout: Duration) -> SendResult
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The connection task moves the bytes; it ends when the response body is done or dropped.
+    let driver = wasmtime_wasi::runtime::spawn(async move { conn.await.map_err(Error::from) });
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+    Ok((response, Box::new(driver) as IoFuture))
+}

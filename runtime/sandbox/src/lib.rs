@@ -1,0 +1,51 @@
+//! The phasebox sandbox: runs one phase plugin as a WASI component that can touch only what
+//! its phase was granted.
+//!
+//! A job's data flows one way through this crate:
+//!
+//! 1. [`Sandbox::new`] builds the process's one engine (epoch interruption from a single ticker
+//!    thread, the pooling allocator, one linker holding every interface) and opens the
+//!    [compile cache](cache).
+//! 2. [`Sandbox::load_file`] identifies a plugin by sha256, reads its [manifest](manifest),
+//!    compiles it once (or loads it from the cache) and keeps it pre-instantiated.
+//! 3. [`Grant::resolve`] intersects what the plugin declares, what the operator's [`Policy`]
+//!    allows and what the job asks for ([`GrantRequest`]).
+//! 4. [`Sandbox::run_phase`] refuses a plugin that imports an interface the grant does not
+//!    link, builds a fresh store from the grant (preopened directories, the network policy, the
+//!    phase's secrets and limits), calls the plugin's `run`, and streams [`PhaseEvent`]s (output,
+//!    logs, results, every capability use) to the caller as they happen. The phase ends with a
+//!    [`PhaseEnd`]: passed, failed (infra / job / test), stopped by a limit or a cancel, trapped,
+//!    or exited.
+//!
+//! Each capability lives in one module: [`network`] (sockets, DNS and the address rules shared
+//! with HTTP), [`http`](crate::http) (wasi-http), `host` (log, secrets, results), files in
+//! [`grant`] (mount checks) and [`limits`] (memory, output, time).
+
+#![deny(missing_docs)]
+
+pub mod cache;
+mod engine;
+pub mod error;
+pub mod events;
+pub mod grant;
+mod host;
+mod http;
+pub mod limits;
+pub mod manifest;
+pub mod network;
+mod output;
+mod phase;
+mod plugin;
+pub mod units;
+
+pub use cache::{CacheOutcome, CompileCache};
+pub use engine::{Allocation, EngineConfig, Sandbox};
+pub use error::{PatternError, SandboxError};
+pub use events::{PhaseEvent, channel};
+pub use grant::{Access, Capabilities, Capability, FileRule, Grant, GrantRequest, Limits, NetworkRule, Policy};
+pub use limits::Stop;
+pub use manifest::Manifest;
+pub use phase::{FailureKind, PhaseEnd, PhaseInput, PhaseReport};
+pub use phasebox_redact::Secret;
+pub use plugin::{Plugin, sha256_hex};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,227 @@
+//! Limits of a running phase: memory (summed over all of the instance's memories), output
+//! bytes, output idleness and wall-clock time, and the first reason a phase was ended.
+//!
+//! The [`Monitor`] is shared by the store's resource limiter, the output writers, the epoch
+//! callback (which stops guest code) and the runner's watchdog (which stops a guest blocked in
+//! a host call). Whoever notices a limit first records why; everyone else reads that reason.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::units::format_size;
+
+/// Why the host ended a phase before the guest returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The phase's wall-clock timeout passed.
+    Timeout(Duration),
+    /// The phase wrote no output for its output timeout.
+    OutputTimeout(Duration),
+    /// The phase wrote more output than its limit.
+    OutputLimit(u64),
+    /// The phase asked for more memory than its limit.
+    MemoryLimit {
+        /// The limit.
+        limit: u64,
+        /// What the guest asked to grow to (all memories together).
+        wanted: u64,
+    },
+    /// Whoever ran the phase cancelled it.
+    Cancelled,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout(d) => write!(f, "timed out after {}", crate::units::format_duration(*d)),
+            Self::OutputTimeout(d) => {
+                write!(f, "no output for {} (output timeout)", crate::units::format_duration(*d))
+            }
+            Self::OutputLimit(n) => write!(f, "wrote more than its output limit of {}", format_size(*n)),
+            Self::MemoryLimit { limit, wanted } => write!(
+                f,
+                "needed more memory than its limit of {} (asked for {} in all)",
+                format_size(*limit),
+                format_size(*wanted)
+            ),
+            Self::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// Shared limit state of one phase.
+#[derive(Debug)]
+pub struct Monitor {
+    started: Instant,
+    memory_limit: u64,
+    output_limit: u64,
+    memory_in_use: AtomicU64,
+    output_written: AtomicU64,
+    /// Milliseconds since `started` at the last output.
+    last_output_ms: AtomicU64,
+    stop: Mutex<Option<Stop>>,
+    stopped: Notify,
+    stderr_tail: Mutex<Vec<u8>>,
+}
+
+const STDERR_TAIL: usize = 2048;
+
+impl Monitor {
+    /// Creates the monitor when the phase starts.
+    pub fn new(memory_limit: u64, output_limit: u64) -> Self {
+        Self {
+            started: Instant::now(),
+            memory_limit,
+            output_limit,
+            memory_in_use: AtomicU64::new(0),
+            output_written: AtomicU64::new(0),
+            last_output_ms: AtomicU64::new(0),
+            stop: Mutex::new(None),
+            stopped: Notify::new(),
+            stderr_tail: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records a reason to stop, unless one was recorded first, and wakes the runner.
+    pub fn stop(&self, why: Stop) {
+        let mut stop = self.stop.lock().expect("monitor poisoned");
+        if stop.is_none() {
+            tracing::debug!(reason = %why, "phase stopping");
+            *stop = Some(why);
+            self.stopped.notify_waiters();
+            self.stopped.notify_one();
+        }
+    }
+
+    /// The first recorded reason to stop.
+    pub fn stopped_because(&self) -> Option<Stop> {
+        self.stop.lock().expect("monitor poisoned").clone()
+    }
+
+    /// Waits until something records a reason to stop.
+    pub async fn wait_stopped(&self) {
+        loop {
+            let notified = self.stopped.notified();
+            if self.stopped_because().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Time since the last output (or since the start, before any output).
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_output_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Time since the phase started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Accounts for `n` bytes of output; returns how many of them fit under the limit.
+    pub(crate) fn output(&self, n: usize) -> usize {
+        self.last_output_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let before = self.output_written.fetch_add(n as u64, Ordering::Relaxed);
+        let room = self.output_limit.saturating_sub(before);
+        if (n as u64) > room {
+            self.stop(Stop::OutputLimit(self.output_limit));
+        }
+        (n as u64).min(room) as usize
+    }
+
+    /// Marks activity that is not output but shows the phase is alive (a log line).
+    pub(crate) fn touch(&self) {
+        self.last_output_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Keeps the end of stderr, where a guest's panic message lands.
+    pub(crate) fn keep_stderr(&self, bytes: &[u8]) {
+        let mut tail = self.stderr_tail.lock().expect("monitor poisoned");
+        tail.extend_from_slice(bytes);
+        if tail.len() > STDERR_TAIL {
+            let cut = tail.len() - STDERR_TAIL;
+            tail.drain(..cut);
+        }
+    }
+
+    /// The last lines the guest wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        String::from_utf8_lossy(&self.stderr_tail.lock().expect("monitor poisoned")).trim().to_owned()
+    }
+
+    /// Total bytes written so far.
+    pub fn output_written(&self) -> u64 {
+        self.output_written.load(Ordering::Relaxed)
+    }
+
+    /// Peak memory currently held by all of the instance's memories.
+    pub fn memory_in_use(&self) -> u64 {
+        self.memory_in_use.load(Ordering::Relaxed)
+    }
+}
+
+/// The store's resource limiter: caps the sum of all linear memories of the instance (a
+/// component may hold several core instances, each with its own memory; wasmtime's own
+/// `StoreLimits` would cap each one separately).
+pub(crate) struct MemoryLimiter {
+    pub(crate) monitor: std::sync::Arc<Monitor>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let grow = (desired - current) as u64;
+        let in_use = self.monitor.memory_in_use.load(Ordering::Relaxed);
+        let wanted = in_use + grow;
+        if wanted > self.monitor.memory_limit {
+            self.monitor.stop(Stop::MemoryLimit { limit: self.monitor.memory_limit, wanted });
+            // Refusing the growth makes memory.grow return -1; guests that cannot cope trap,
+            // and the recorded reason explains the trap.
+            return Ok(false);
+        }
+        self.monitor.memory_in_use.store(wanted, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far beyond any real plugin.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn memory_is_summed_over_memories() {
+        let monitor = std::sync::Arc::new(Monitor::new(10 << 20, 100));
+        let mut l = MemoryLimiter { monitor: monitor.clone() };
+        assert!(l.memory_growing(0, 6 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(!l.memory_growing(4 << 20, 5 << 20, None).unwrap());
+        assert!(matches!(monitor.stopped_because(), Some(Stop::MemoryLimit { .. })));
+    }
+
+    #[test]
+    fn output_limit_cuts_and_records() {
+        let monitor = Monitor::new(1, 10);
+        assert_eq!(monitor.output(6), 6);
+        assert_eq!(monitor.output(6), 4);
+        assert_eq!(monitor.stopped_because(), Some(Stop::OutputLimit(10)));
+        assert_eq!(monitor.output(6), 0);
+    }
+
+    #[test]
+    fn first_reason_wins() {
+        let monitor = Monitor::new(1, 1);
+        monitor.stop(Stop::Cancelled);
+        monitor.stop(Stop::OutputLimit(1));
+        assert_eq!(monitor.stopped_because(), Some(Stop::Cancelled));
+    }
+}
