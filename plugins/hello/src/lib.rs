@@ -63,26 +63,15 @@ impl Guest for Hello {
         }
 
         let failing = matches!(data.fail, Some(FailKind::Test));
-        let (status, message) = if failing {
-            (Status::Fail, "asked to fail by the job's data")
-        } else {
-            (Status::Pass, greeting.as_str())
-        };
-        sdk::report_case(
-            "hello",
-            "greeting",
-            status,
-            started.elapsed(),
-            Some(message),
-        );
+        let (status, message) =
+            if failing { (Status::Fail, "asked to fail by the job's data") } else { (Status::Pass, greeting.as_str()) };
+        sdk::report_case("hello", "greeting", status, started.elapsed(), Some(message));
         // A greeting is at most a few hundred bytes, so the f64 conversion is exact.
         sdk::measure("greeting.length", greeting.len() as f64, "bytes");
 
         if failing {
             sdk::log::error("the greeting test failed on purpose");
-            return Err(Failure::TestFailure(
-                "hello was asked to fail its greeting test".to_owned(),
-            ));
+            return Err(Failure::TestFailure("hello was asked to fail its greeting test".to_owned()));
         }
         Ok(Outcome { summary: greeting })
     }
@@ -107,16 +96,10 @@ mod tests {
             phase: "test".to_owned(),
             job_id: "0b9f".to_owned(),
             data: "{}".to_owned(),
-            dut: vec![DutFact {
-                key: "name".to_owned(),
-                value: "rpi4-07".to_owned(),
-            }],
+            dut: vec![DutFact { key: "name".to_owned(), value: "rpi4-07".to_owned() }],
         };
         assert_eq!(greeting(&ctx), "hello from test of job 0b9f on rpi4-07");
         ctx.dut.clear();
-        assert_eq!(
-            greeting(&ctx),
-            "hello from test of job 0b9f on an unnamed device"
-        );
+        assert_eq!(greeting(&ctx), "hello from test of job 0b9f on an unnamed device");
     }
 }

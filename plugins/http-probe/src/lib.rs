@@ -3,7 +3,7 @@
 //! Its phase data is `{"url": "scheme://host[:port][/path][?query]"}`. It returns
 //! `allowed: <status> <body length>` when a response came back (whatever its status), and
 //! `denied: <error>` when the request was refused or failed, where `<error>` is the Debug text of
-//! the `wasi:http` `ErrorCode` the guest got (for example `denied: HttpRequestDenied`).
+//! the `wasi:http` `ErrorCode` the guest got (for example `denied: ErrorCode::ConnectionRefused`).
 //!
 //! It uses `wasi:http/outgoing-handler` directly rather than a socket, so it is the component the
 //! host's tests use to check the `http` grant: it imports `wasi:http` and no `wasi:sockets`.
@@ -47,12 +47,8 @@ sdk::export_phase!(HttpProbe);
 fn get(url: &Url) -> Result<(u16, u64), String> {
     let request = OutgoingRequest::new(Fields::new());
     // These setters fail only for values the host would reject as malformed; say which one.
-    request
-        .set_method(&Method::Get)
-        .map_err(|()| "the host rejected the method GET".to_owned())?;
-    request
-        .set_scheme(Some(&url.scheme))
-        .map_err(|()| format!("the host rejected the scheme {:?}", url.scheme))?;
+    request.set_method(&Method::Get).map_err(|()| "the host rejected the method GET".to_owned())?;
+    request.set_scheme(Some(&url.scheme)).map_err(|()| format!("the host rejected the scheme {:?}", url.scheme))?;
     request
         .set_authority(Some(&url.authority))
         .map_err(|()| format!("the host rejected the authority {:?}", url.authority))?;
@@ -73,9 +69,7 @@ fn get(url: &Url) -> Result<(u16, u64), String> {
     };
     let status = response.status();
 
-    let body = response
-        .consume()
-        .map_err(|()| "the response body was already taken".to_owned())?;
+    let body = response.consume().map_err(|()| "the response body was already taken".to_owned())?;
     let length = body_length(&body)?;
     // The trailers are not needed; finishing the body releases the host's side of it.
     drop(IncomingBody::finish(body));
@@ -84,9 +78,7 @@ fn get(url: &Url) -> Result<(u16, u64), String> {
 
 /// Reads `body` to its end and counts its bytes.
 fn body_length(body: &IncomingBody) -> Result<u64, String> {
-    let stream = body
-        .stream()
-        .map_err(|()| "the response body stream was already taken".to_owned())?;
+    let stream = body.stream().map_err(|()| "the response body stream was already taken".to_owned())?;
     let mut length: u64 = 0;
     loop {
         match stream.blocking_read(READ_SIZE) {
@@ -123,9 +115,7 @@ impl Url {
     /// the grant allows), so this only refuses what cannot be a request at all.
     fn parse(url: &str) -> Result<Url, Failure> {
         let invalid = |why: &str| Failure::JobError(format!("invalid url {url:?}: {why}"));
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid("it has no scheme://"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("it has no scheme://"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
@@ -139,16 +129,8 @@ impl Url {
             return Err(invalid("it has no host"));
         }
         let tail = tail.split_once('#').map_or(tail, |(before, _)| before);
-        let path_with_query = if tail.starts_with('/') {
-            tail.to_owned()
-        } else {
-            format!("/{tail}")
-        };
-        Ok(Url {
-            scheme,
-            authority: authority.to_owned(),
-            path_with_query,
-        })
+        let path_with_query = if tail.starts_with('/') { tail.to_owned() } else { format!("/{tail}") };
+        Ok(Url { scheme, authority: authority.to_owned(), path_with_query })
     }
 }
 
@@ -159,40 +141,23 @@ mod tests {
     // Scheme has no PartialEq; compare the parts through Debug.
     fn parts(url: &str) -> (String, String, String) {
         let url = Url::parse(url).unwrap();
-        (
-            format!("{:?}", url.scheme),
-            url.authority,
-            url.path_with_query,
-        )
+        (format!("{:?}", url.scheme), url.authority, url.path_with_query)
     }
 
     #[test]
     fn urls_split_into_request_parts() {
-        assert_eq!(
-            parts("http://127.0.0.1:8080"),
-            ("Scheme::Http".into(), "127.0.0.1:8080".into(), "/".into())
-        );
+        assert_eq!(parts("http://127.0.0.1:8080"), ("Scheme::Http".into(), "127.0.0.1:8080".into(), "/".into()));
         assert_eq!(
             parts("HTTPS://example.test/a/b?c=d#frag"),
-            (
-                "Scheme::Https".into(),
-                "example.test".into(),
-                "/a/b?c=d".into()
-            )
+            ("Scheme::Https".into(), "example.test".into(), "/a/b?c=d".into())
         );
-        assert_eq!(
-            parts("http://h?q=1"),
-            ("Scheme::Http".into(), "h".into(), "/?q=1".into())
-        );
+        assert_eq!(parts("http://h?q=1"), ("Scheme::Http".into(), "h".into(), "/?q=1".into()));
     }
 
     #[test]
     fn non_urls_are_job_errors() {
         for url in ["example.test/x", "://h/", "http:///path"] {
-            assert!(
-                matches!(Url::parse(url), Err(Failure::JobError(_))),
-                "{url}"
-            );
+            assert!(matches!(Url::parse(url), Err(Failure::JobError(_))), "{url}");
         }
     }
 }

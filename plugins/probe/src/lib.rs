@@ -33,7 +33,7 @@
 //! | `recurse` | | never: recurses until a stack runs out |
 //! | `flood` | `chunk` (default 65536) | never: writes `x` to stdout until a write fails (then `denied`) |
 //! | `panic` | `message` | never: panics with `message` |
-//! | `exit` | `code` (default 0) | never: exits the process with `code` |
+//! | `exit` | `code` (default 0) | never: exits the process with `code` (WASI 0.2's exit carries only success or failure, so the host sees status 0 for 0 and 1 for anything else) |
 //! | `work` | `n` | a checksum of `n` rounds of [`work::work`], in hex |
 
 use std::ffi::CString;
@@ -92,9 +92,7 @@ impl Guest for Probe {
             Ok(detail) => format!("allowed: {detail}"),
             Err(error) => format!("denied: {error}"),
         };
-        Ok(Outcome {
-            summary: one_line(&summary),
-        })
+        Ok(Outcome { summary: one_line(&summary) })
     }
 }
 
@@ -124,39 +122,26 @@ fn perform(name: &str, params: &Params) -> Result<Attempt, Failure> {
         "exit" => process::exit(params.i32_or("code", 0)?),
         "work" => Ok(format!("{:016x}", work::work(params.u64("n")?))),
         unknown => {
-            return Err(Failure::JobError(format!(
-                "unknown attack {unknown:?}; probe knows {}",
-                ATTACKS.join(", ")
-            )));
+            return Err(Failure::JobError(format!("unknown attack {unknown:?}; probe knows {}", ATTACKS.join(", "))));
         }
     })
 }
 
 /// Reads `path` as text.
 fn read_file(path: &str) -> Attempt {
-    fs::read_to_string(path)
-        .map(|text| first_chars(&text))
-        .map_err(text)
+    fs::read_to_string(path).map(|text| first_chars(&text)).map_err(text)
 }
 
 /// Writes `content` to `path`, replacing whatever was there.
 fn write_file(path: &str, content: &str) -> Attempt {
-    fs::write(path, content)
-        .map(|()| format!("wrote {} bytes to {path}", content.len()))
-        .map_err(text)
+    fs::write(path, content).map(|()| format!("wrote {} bytes to {path}", content.len())).map_err(text)
 }
 
 /// Lists the names in the directory `path`.
 fn list_dir(path: &str) -> Attempt {
     let mut names = Vec::new();
     for entry in fs::read_dir(path).map_err(text)? {
-        names.push(
-            entry
-                .map_err(text)?
-                .file_name()
-                .to_string_lossy()
-                .into_owned(),
-        );
+        names.push(entry.map_err(text)?.file_name().to_string_lossy().into_owned());
     }
     // Directory order depends on the host's filesystem; sorted names compare across hosts.
     names.sort();
@@ -181,78 +166,54 @@ fn make_symlink(target: &str, link: &str) -> io::Result<()> {
     // SAFETY: both arguments are NUL-terminated strings that live until the call returns, and
     // symlink only reads them.
     let status = unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if status == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Connects to `addr` (names go through DNS), sends `ping\n` and reports the answer.
 fn tcp_connect(addr: &str) -> Attempt {
     let mut stream = TcpStream::connect(addr).map_err(text)?;
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| addr.to_owned(), |peer| peer.to_string());
+    let peer = stream.peer_addr().map_or_else(|_| addr.to_owned(), |peer| peer.to_string());
     // A peer that never answers should not hold the probe until the phase's timeout. Not every
     // WASI host supports socket timeouts, and the attack still means something without one.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    stream
-        .write_all(b"ping\n")
-        .map_err(|err| format!("{err} (connected to {peer}; sending failed)"))?;
+    stream.write_all(b"ping\n").map_err(|err| format!("{err} (connected to {peer}; sending failed)"))?;
     let mut answer = [0u8; 100];
-    let read = stream
-        .read(&mut answer)
-        .map_err(|err| format!("{err} (connected to {peer}; reading failed)"))?;
-    Ok(format!(
-        "connected to {peer}, read {read} bytes: {}",
-        String::from_utf8_lossy(&answer[..read])
-    ))
+    let read = stream.read(&mut answer).map_err(|err| format!("{err} (connected to {peer}; reading failed)"))?;
+    Ok(format!("connected to {peer}, read {read} bytes: {}", String::from_utf8_lossy(&answer[..read])))
 }
 
 /// Listens on `addr`.
 fn tcp_listen(addr: &str) -> Attempt {
     let listener = TcpListener::bind(addr).map_err(text)?;
-    let local = listener
-        .local_addr()
-        .map_or_else(|_| addr.to_owned(), |local| local.to_string());
+    let local = listener.local_addr().map_or_else(|_| addr.to_owned(), |local| local.to_string());
     Ok(format!("listening on {local}"))
 }
 
 /// Sends one datagram, `ping\n`, to `addr` from an ephemeral port.
 fn udp_send(addr: &str) -> Attempt {
     let socket = UdpSocket::bind("0.0.0.0:0").map_err(text)?;
-    let sent = socket
-        .send_to(b"ping\n", addr)
-        .map_err(|err| format!("{err} (bound; sending failed)"))?;
+    let sent = socket.send_to(b"ping\n", addr).map_err(|err| format!("{err} (bound; sending failed)"))?;
     Ok(format!("sent {sent} bytes to {addr}"))
 }
 
 /// Resolves `name` and lists its addresses.
 fn dns(name: &str) -> Attempt {
     let addrs = (name, 0).to_socket_addrs().map_err(text)?;
-    Ok(addrs
-        .map(|addr| addr.ip().to_string())
-        .collect::<Vec<_>>()
-        .join(","))
+    Ok(addrs.map(|addr| addr.ip().to_string()).collect::<Vec<_>>().join(","))
 }
 
 /// Lists the environment as `K=V;...`, sorted.
 fn environment() -> String {
     // vars_os, because std::env::vars panics on a non-UTF-8 variable and the host decides those.
-    let mut vars: Vec<String> = env::vars_os()
-        .map(|(key, value)| format!("{}={}", key.to_string_lossy(), value.to_string_lossy()))
-        .collect();
+    let mut vars: Vec<String> =
+        env::vars_os().map(|(key, value)| format!("{}={}", key.to_string_lossy(), value.to_string_lossy())).collect();
     vars.sort();
     vars.join(";")
 }
 
 /// Lists the process arguments, joined by spaces.
 fn arguments() -> String {
-    env::args_os()
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
 }
 
 /// Reads the secret `name`; reports only its length, and prints the value itself to stdout when
@@ -273,11 +234,7 @@ fn spin() -> ! {
     let mut state: u64 = 1;
     loop {
         // black_box keeps the optimiser from proving the loop has no effect.
-        state = black_box(
-            state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1),
-        );
+        state = black_box(state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
     }
 }
 
@@ -306,11 +263,7 @@ fn alloc_bomb(mib_step: u64) -> Result<Attempt, Failure> {
         .ok()
         .and_then(|mib| mib.checked_mul(1 << 20))
         .filter(|&bytes| bytes > 0)
-        .ok_or_else(|| {
-            Failure::JobError(format!(
-                "mib_step must be between 1 and 4095, not {mib_step}"
-            ))
-        })?;
+        .ok_or_else(|| Failure::JobError(format!("mib_step must be between 1 and 4095, not {mib_step}")))?;
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut total_mib: u64 = 0;
     loop {
@@ -404,30 +357,20 @@ impl Params {
 
     /// The string parameter `key`, or `default` when it is absent.
     fn str_or<'a>(&'a self, key: &str, default: &'a str) -> Result<&'a str, Failure> {
-        if self.0.contains_key(key) {
-            self.str(key)
-        } else {
-            Ok(default)
-        }
+        if self.0.contains_key(key) { self.str(key) } else { Ok(default) }
     }
 
     /// The required non-negative integer parameter `key`.
     fn u64(&self, key: &str) -> Result<u64, Failure> {
         match self.0.get(key) {
-            Some(value) => value
-                .as_u64()
-                .ok_or_else(|| wrong_type(key, "a non-negative integer", value)),
+            Some(value) => value.as_u64().ok_or_else(|| wrong_type(key, "a non-negative integer", value)),
             None => Err(missing(key)),
         }
     }
 
     /// The non-negative integer parameter `key`, or `default` when it is absent.
     fn u64_or(&self, key: &str, default: u64) -> Result<u64, Failure> {
-        if self.0.contains_key(key) {
-            self.u64(key)
-        } else {
-            Ok(default)
-        }
+        if self.0.contains_key(key) { self.u64(key) } else { Ok(default) }
     }
 
     /// The 32-bit integer parameter `key`, or `default` when it is absent.
@@ -444,9 +387,7 @@ impl Params {
     /// The boolean parameter `key`, or `default` when it is absent.
     fn bool_or(&self, key: &str, default: bool) -> Result<bool, Failure> {
         match self.0.get(key) {
-            Some(value) => value
-                .as_bool()
-                .ok_or_else(|| wrong_type(key, "true or false", value)),
+            Some(value) => value.as_bool().ok_or_else(|| wrong_type(key, "true or false", value)),
             None => Ok(default),
         }
     }
@@ -459,9 +400,7 @@ fn missing(key: &str) -> Failure {
 
 /// The job error for a parameter of the wrong type.
 fn wrong_type(key: &str, expected: &str, found: &Value) -> Failure {
-    Failure::JobError(format!(
-        "probe parameter {key:?} must be {expected}, not {found}"
-    ))
+    Failure::JobError(format!("probe parameter {key:?} must be {expected}, not {found}"))
 }
 
 #[cfg(test)]
@@ -487,13 +426,9 @@ mod tests {
     #[test]
     fn unknown_attacks_and_bad_params_are_job_errors() {
         let p = params(r#"{"attack": "teleport"}"#);
-        assert!(
-            matches!(perform("teleport", &p), Err(Failure::JobError(m)) if m.contains("teleport"))
-        );
+        assert!(matches!(perform("teleport", &p), Err(Failure::JobError(m)) if m.contains("teleport")));
         let p = params(r#"{"attack": "read-file"}"#);
-        assert!(
-            matches!(perform("read-file", &p), Err(Failure::JobError(m)) if m.contains("path"))
-        );
+        assert!(matches!(perform("read-file", &p), Err(Failure::JobError(m)) if m.contains("path")));
         let p = params(r#"{"attack": "sleep", "ms": "soon"}"#);
         assert!(matches!(perform("sleep", &p), Err(Failure::JobError(m)) if m.contains("ms")));
     }

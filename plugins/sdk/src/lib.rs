@@ -141,22 +141,14 @@ pub mod results {
 /// fix, so it comes back as [`Failure::JobError`] naming the phase and what serde found wrong,
 /// ready to be returned from [`Guest::run`] with `?`.
 pub fn ctx_data<T: DeserializeOwned>(ctx: &PhaseContext) -> Result<T, Failure> {
-    let text = if ctx.data.trim().is_empty() {
-        "{}"
-    } else {
-        ctx.data.as_str()
-    };
-    serde_json::from_str(text)
-        .map_err(|err| Failure::JobError(format!("invalid {}_data: {err}", ctx.phase)))
+    let text = if ctx.data.trim().is_empty() { "{}" } else { ctx.data.as_str() };
+    serde_json::from_str(text).map_err(|err| Failure::JobError(format!("invalid {}_data: {err}", ctx.phase)))
 }
 
 /// Returns the value of the device-under-test fact `key` (such as `name`, `arch` or `serial`),
 /// or `None` when the host gave no such fact.
 pub fn fact<'a>(ctx: &'a PhaseContext, key: &str) -> Option<&'a str> {
-    ctx.dut
-        .iter()
-        .find(|fact| fact.key == key)
-        .map(|fact| fact.value.as_str())
+    ctx.dut.iter().find(|fact| fact.key == key).map(|fact| fact.value.as_str())
 }
 
 /// Returns the value of the secret `name`, or a one-line explanation when the host does not give
@@ -176,13 +168,7 @@ pub fn secret(name: &str) -> Result<String, String> {
 ///
 /// `message` says why it failed, was skipped or errored; for a pass, anything worth keeping.
 /// Durations are recorded in whole milliseconds, rounded down.
-pub fn report_case(
-    suite: &str,
-    name: &str,
-    status: results::Status,
-    duration: Duration,
-    message: Option<&str>,
-) {
+pub fn report_case(suite: &str, name: &str, status: results::Status, duration: Duration, message: Option<&str>) {
     results::report_case(&results::TestCase {
         suite: suite.to_owned(),
         name: name.to_owned(),
@@ -195,11 +181,7 @@ pub fn report_case(
 
 /// Records the measurement `name` = `value` `unit` (e.g. `measure("boot-time", 41.5, "s")`).
 pub fn measure(name: &str, value: f64, unit: &str) {
-    results::report_measurement(&results::Measurement {
-        name: name.to_owned(),
-        value,
-        unit: unit.to_owned(),
-    });
+    results::report_measurement(&results::Measurement { name: name.to_owned(), value, unit: unit.to_owned() });
 }
 
 /// Makes the type `$ty`, which implements [`Guest`], the plugin's `run` export.
@@ -227,10 +209,7 @@ mod tests {
             phase: "test".to_owned(),
             job_id: "job-1".to_owned(),
             data: data.to_owned(),
-            dut: vec![DutFact {
-                key: "name".to_owned(),
-                value: "rpi4-07".to_owned(),
-            }],
+            dut: vec![DutFact { key: "name".to_owned(), value: "rpi4-07".to_owned() }],
         }
     }
 
@@ -242,12 +221,7 @@ mod tests {
 
     #[test]
     fn data_parses_and_empty_counts_as_an_empty_object() {
-        assert_eq!(
-            ctx_data::<Data>(&ctx(r#"{"image":"a.img"}"#)).unwrap(),
-            Data {
-                image: Some("a.img".to_owned())
-            }
-        );
+        assert_eq!(ctx_data::<Data>(&ctx(r#"{"image":"a.img"}"#)).unwrap(), Data { image: Some("a.img".to_owned()) });
         assert_eq!(ctx_data::<Data>(&ctx("")).unwrap(), Data::default());
         assert_eq!(ctx_data::<Data>(&ctx("{}")).unwrap(), Data::default());
     }
@@ -255,10 +229,9 @@ mod tests {
     #[test]
     fn bad_data_is_a_job_error_naming_the_phase() {
         match ctx_data::<Data>(&ctx("{not json")) {
-            Err(Failure::JobError(message)) => assert!(
-                message.starts_with("invalid test_data: "),
-                "message: {message}"
-            ),
+            Err(Failure::JobError(message)) => {
+                assert!(message.starts_with("invalid test_data: "), "message: {message}")
+            }
             other => panic!("expected a job error, got {other:?}"),
         }
     }

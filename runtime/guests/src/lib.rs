@@ -73,7 +73,10 @@ pub fn path(name: &str) -> PathBuf {
 /// Builds every guest plugin once per process and returns the directory holding them.
 pub fn build() -> Result<PathBuf, &'static BuildError> {
     static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
-    BUILT.get_or_init(build_now).as_ref().map(Clone::clone)
+    match BUILT.get_or_init(build_now) {
+        Ok(dir) => Ok(dir.clone()),
+        Err(e) => Err(e),
+    }
 }
 
 fn build_now() -> Result<PathBuf, BuildError> {

@@ -123,7 +123,10 @@ fn any() -> String {
 }
 
 impl FileRule {
-    fn covers(&self, ask: &FileRule) -> bool {
+    /// Whether this rule (from a manifest or a policy) covers the concrete request `ask`: same
+    /// guest path or `*`, `ask.source` inside this rule's source (any when `None`), and no more
+    /// access than this rule gives. A manifest check passes `ask` with `source: None`.
+    pub fn covers(&self, ask: &FileRule) -> bool {
         let path_ok = self.path == "*" || self.path == ask.path;
         let source_ok = match (&self.source, &ask.source) {
             (None, _) => true,

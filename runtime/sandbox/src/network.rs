@@ -522,9 +522,13 @@ impl NetworkPolicy {
                     host => !blocked && names.is_some_and(|ns| ns.iter().any(|n| host.matches_name(n))),
                 }
         });
+        let named = self
+            .connect
+            .iter()
+            .any(|e| matches!(&e.host, HostPattern::Net(net) if net.contains(&ip) && names_blocked(net)));
         if allowed {
             Ok(())
-        } else if blocked {
+        } else if blocked && !named {
             Err(format!(
                 "{} is in a blocked range (loopback, private, link-local or metadata) and no grant names it",
                 SocketAddr::new(ip, port)

@@ -190,16 +190,12 @@ impl Sandbox {
         };
 
         let run = async {
-            let phase = plugin.pre.instantiate_async(&mut store).await.map_err(|e| Err(e))?;
+            let phase = plugin.pre.instantiate_async(&mut store).await.map_err(Err)?;
             phase.call_run(&mut store, &ctx).await.map_err(Ok)
         };
         let watchdog = async {
-            loop {
-                if let Some(wait) = deadline_check(&monitor, timeout, idle) {
-                    tokio::time::sleep(wait).await;
-                } else {
-                    break;
-                }
+            while let Some(wait) = deadline_check(&monitor, timeout, idle) {
+                tokio::time::sleep(wait).await;
             }
         };
         let result = tokio::select! {

@@ -40,7 +40,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();
@@ -77,7 +77,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Formats a size the way [`parse_size`] reads it.
 pub fn format_size(n: u64) -> String {
     for (unit, len) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= len && n % len == 0 {
+        if n >= len && n.is_multiple_of(len) {
             return format!("{}{unit}", n / len);
         }
     }

@@ -386,8 +386,7 @@ async fn dns_only_for_granted_names() {
     ran.denied();
     assert!(ran.denials("dns").iter().any(|d| d.contains("localhost")), "{:?}", ran.denials("dns"));
 
-    let mut ask = GrantRequest::default();
-    ask.dns = vec!["localhost".parse().unwrap()];
+    let ask = GrantRequest { dns: vec!["localhost".parse().unwrap()], ..Default::default() };
     let ran = probe(ask, Path::new("."), json!({"attack": "dns", "name": "localhost"})).await;
     assert!(ran.allowed().contains("127.0.0.1") || ran.allowed().contains("::1"), "{}", ran.summary());
 
@@ -406,8 +405,7 @@ async fn dns_only_for_granted_names() {
 async fn http_only_to_granted_origins() {
     let port = http_server();
     let url = format!("http://127.0.0.1:{port}/status");
-    let mut ask = GrantRequest::default();
-    ask.http = vec![format!("http://127.0.0.1:{port}").try_into().unwrap()];
+    let ask = GrantRequest { http: vec![format!("http://127.0.0.1:{port}").try_into().unwrap()], ..Default::default() };
     let ran = run_with(
         "http-probe",
         &policy(quick_limits()),
@@ -437,8 +435,8 @@ async fn http_only_to_granted_origins() {
     assert!(ran.denied().contains("HttpRequestDenied"), "{}", ran.summary());
 
     // A granted name that resolves to loopback: denied on the resolved address.
-    let mut by_name = GrantRequest::default();
-    by_name.http = vec![format!("http://localhost:{port}").try_into().unwrap()];
+    let by_name =
+        GrantRequest { http: vec![format!("http://localhost:{port}").try_into().unwrap()], ..Default::default() };
     let ran = run_with(
         "http-probe",
         &policy(quick_limits()),
@@ -455,8 +453,7 @@ async fn http_only_to_granted_origins() {
     assert!(denials.iter().any(|d| d.contains("blocked range")), "{denials:?}");
 
     // Metadata address, even with every origin granted.
-    let mut all = GrantRequest::default();
-    all.http = vec!["*".to_string().try_into().unwrap()];
+    let all = GrantRequest { http: vec!["*".to_string().try_into().unwrap()], ..Default::default() };
     let ran = run_with(
         "http-probe",
         &policy(quick_limits()),

@@ -1,0 +1,257 @@
+//! `phasebox demo`: a well-behaved plugin, then an adversarial one trying to reach past its
+//! grant, in one process. Every attack has an expected verdict; the demo passes only if each
+//! one came out as expected.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use phasebox_sandbox::events::{PhaseEvent, Stream};
+use phasebox_sandbox::network::Endpoint;
+use phasebox_sandbox::{
+    Access, CancellationToken, Capabilities, EngineConfig, FileRule, Grant, GrantRequest, Limits, PhaseEnd, PhaseInput,
+    PhaseReport, Plugin, Policy, Sandbox, Secret,
+};
+use serde_json::{Value, json};
+
+use crate::Verdict;
+
+/// The verdict an attack is expected to get.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    Allowed,
+    Denied,
+    Stopped,
+    Crashed,
+}
+
+impl Expect {
+    fn word(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Stopped => "stopped",
+            Self::Crashed => "crashed",
+        }
+    }
+}
+
+pub async fn run() -> anyhow::Result<Verdict> {
+    println!("phasebox demo: phases as sandboxed WebAssembly components\n");
+    println!("== building the bundled plugins (the first run compiles them for wasm32-wasip2)");
+    let started = Instant::now();
+    let built = tokio::task::spawn_blocking(phasebox_guests::build).await?;
+    built.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("   done in {:.1} s\n", started.elapsed().as_secs_f64());
+
+    let sandbox = Sandbox::new(EngineConfig {
+        max_instances: 16,
+        cache_dir: crate::default_cache_dir(),
+        ..EngineConfig::default()
+    })?;
+    let hello = load(&sandbox, "hello")?;
+    let probe = load(&sandbox, "probe")?;
+    println!();
+
+    let job = tempfile::tempdir()?;
+    std::fs::create_dir_all(job.path().join("artifacts"))?;
+    std::fs::write(job.path().join("artifacts/report.txt"), "firmware 1.2.3 flashed\n")?;
+    let policy = Policy {
+        allow: Capabilities::everything(),
+        limits: Limits { timeout: Duration::from_secs(1), memory: 64 << 20, ..Limits::default() },
+        ..Policy::default()
+    };
+
+    println!("== phase `test` with plugin hello and an empty grant");
+    let (report, _) =
+        run_phase(&sandbox, &hello, &policy, &GrantRequest::default(), job.path(), json!({}), true).await?;
+    println!("   {} in {:.2} ms\n", report.end, report.elapsed.as_secs_f64() * 1e3);
+    let mut all_as_expected = report.end.passed();
+
+    let port = pong_server()?;
+    let granted = format!("127.0.0.1:{port}");
+    let ask = GrantRequest {
+        files: vec![FileRule { path: "/artifacts".into(), source: Some("artifacts".into()), access: Access::Ro }],
+        secrets: vec!["DEMO_TOKEN".into()],
+        network: phasebox_sandbox::NetworkRule { connect: vec![Endpoint::parse(&granted)?], bind: false, udp: false },
+        ..GrantRequest::default()
+    };
+    println!("== plugin probe under this grant:");
+    println!("   files    /artifacts  read-only");
+    println!("   network  connect {granted}");
+    println!("   secrets  DEMO_TOKEN");
+    println!("   limits   1 s, 64 MiB\n");
+
+    let attacks: Vec<(String, Value, Expect)> = vec![
+        (
+            "read /artifacts/report.txt".into(),
+            json!({"attack": "read-file", "path": "/artifacts/report.txt"}),
+            Expect::Allowed,
+        ),
+        (
+            "write /artifacts/evil.sh (read-only)".into(),
+            json!({"attack": "write-file", "path": "/artifacts/evil.sh", "content": "x"}),
+            Expect::Denied,
+        ),
+        ("read /etc/passwd".into(), json!({"attack": "read-file", "path": "/etc/passwd"}), Expect::Denied),
+        (
+            "read /artifacts/../../etc/shadow".into(),
+            json!({"attack": "read-file", "path": "/artifacts/../../etc/shadow"}),
+            Expect::Denied,
+        ),
+        (format!("connect {granted} (granted)"), json!({"attack": "tcp-connect", "addr": granted}), Expect::Allowed),
+        (
+            format!("connect 127.0.0.1:{} (not granted)", port.wrapping_add(1)),
+            json!({"attack": "tcp-connect", "addr": format!("127.0.0.1:{}", port.wrapping_add(1))}),
+            Expect::Denied,
+        ),
+        (
+            "connect 169.254.169.254:80 (metadata)".into(),
+            json!({"attack": "tcp-connect", "addr": "169.254.169.254:80"}),
+            Expect::Denied,
+        ),
+        ("resolve example.com".into(), json!({"attack": "dns", "name": "example.com"}), Expect::Denied),
+        ("listen on 0.0.0.0:8080".into(), json!({"attack": "tcp-listen", "addr": "0.0.0.0:8080"}), Expect::Denied),
+        ("read the host's environment".into(), json!({"attack": "env"}), Expect::Allowed),
+        ("secret DEMO_TOKEN (declared)".into(), json!({"attack": "secret", "name": "DEMO_TOKEN"}), Expect::Allowed),
+        (
+            "secret AWS_SECRET_KEY (not declared)".into(),
+            json!({"attack": "secret", "name": "AWS_SECRET_KEY"}),
+            Expect::Denied,
+        ),
+        ("spin forever".into(), json!({"attack": "spin"}), Expect::Stopped),
+        ("allocate without end".into(), json!({"attack": "alloc-bomb"}), Expect::Stopped),
+        ("panic".into(), json!({"attack": "panic", "message": "probe gave up"}), Expect::Crashed),
+    ];
+    println!("   {:<44} {:<9} detail", "attempt", "verdict");
+    for (label, data, expected) in attacks {
+        let (report, host_denials) = run_phase(&sandbox, &probe, &policy, &ask, job.path(), data, false).await?;
+        let (verdict, mut detail) = verdict_of(&report.end);
+        // The host's reason says more than the errno the guest saw.
+        if let Some(reason) = host_denials.last() {
+            detail = reason.clone();
+        }
+        if detail.is_empty() {
+            detail = "(nothing)".into();
+        }
+        let ok = verdict == expected;
+        all_as_expected &= ok;
+        let mark = if ok { "" } else { "   <-- unexpected" };
+        println!("   {label:<44} {:<9} {}{mark}", verdict.word(), one_line(&detail));
+    }
+    println!();
+    if all_as_expected {
+        println!("Every attempt came out as its grant says: what was granted worked, nothing else did.");
+        println!("(The environment read above is allowed but empty: a phase sees none of the host's.)");
+        Ok(Verdict::Success)
+    } else {
+        println!("Some attempts did not come out as expected (marked above).");
+        Ok(Verdict::NotPassed)
+    }
+}
+
+fn load(sandbox: &Sandbox, name: &str) -> anyhow::Result<Arc<Plugin>> {
+    let plugin = sandbox.load_file(&phasebox_guests::path(name))?;
+    println!(
+        "   plugin {:<6} sha256 {}…  {:>7} bytes  {:?} in {:.1} ms",
+        plugin.name(),
+        &plugin.sha256()[..16],
+        plugin.size(),
+        plugin.cache_outcome(),
+        plugin.load_time().as_secs_f64() * 1e3
+    );
+    Ok(plugin)
+}
+
+async fn run_phase(
+    sandbox: &Sandbox,
+    plugin: &Plugin,
+    policy: &Policy,
+    ask: &GrantRequest,
+    job_dir: &Path,
+    data: Value,
+    show_output: bool,
+) -> anyhow::Result<(PhaseReport, Vec<String>)> {
+    let grant = Grant::resolve("test", &plugin.manifest().capabilities, policy, ask, job_dir)?;
+    let secrets: BTreeMap<String, Secret> = [("DEMO_TOKEN".to_string(), Secret::new("demo-token-0123456789"))].into();
+    let input = PhaseInput {
+        phase: "test".into(),
+        job_id: "demo".into(),
+        data_json: data.to_string(),
+        dut: vec![("name".into(), "demo-dut".into())],
+    };
+    let (tx, mut rx) = phasebox_sandbox::channel();
+    let printer = tokio::spawn(async move {
+        let mut denials = Vec::new();
+        while let Some(event) = rx.recv().await {
+            if let PhaseEvent::Capability(c) = &event
+                && !c.allowed
+            {
+                denials.push(format!("{} {}: {}", c.grant, c.call, c.reason.clone().unwrap_or_default()));
+            }
+            if !show_output {
+                continue;
+            }
+            match event {
+                PhaseEvent::Output { stream: Stream::Stdout, data, .. } => {
+                    for line in String::from_utf8_lossy(&data).lines() {
+                        println!("   | {line}");
+                    }
+                }
+                PhaseEvent::Case(c) => println!("   case {}/{}: {:?}", c.suite, c.name, c.status),
+                PhaseEvent::Measurement(m) => println!("   measurement {} = {} {}", m.name, m.value, m.unit),
+                _ => {}
+            }
+        }
+        denials
+    });
+    let report = sandbox
+        .run_phase(plugin, &grant, &input, &secrets, tx, CancellationToken::new())
+        .await
+        .context("starting the phase")?;
+    let denials = printer.await?;
+    Ok((report, denials))
+}
+
+fn verdict_of(end: &PhaseEnd) -> (Expect, String) {
+    match end {
+        PhaseEnd::Passed { summary } => match summary.strip_prefix("denied: ") {
+            Some(why) => (Expect::Denied, why.to_owned()),
+            None => (Expect::Allowed, summary.strip_prefix("allowed: ").unwrap_or(summary).to_owned()),
+        },
+        PhaseEnd::Stopped(stop) => (Expect::Stopped, stop.to_string()),
+        PhaseEnd::Trapped { trap, guest_message } => {
+            // Rust prints `thread '…' panicked at file:line:` and the message on the next line.
+            let mut lines = guest_message.lines();
+            let panic_line = lines.by_ref().find(|l| l.contains("panicked at")).and_then(|_| lines.next());
+            let panic_line = panic_line.or_else(|| guest_message.lines().next()).unwrap_or_default();
+            (Expect::Crashed, format!("{trap}; guest said: {panic_line}"))
+        }
+        PhaseEnd::Exited { .. } => (Expect::Crashed, end.to_string()),
+        PhaseEnd::Failed { .. } => (Expect::Denied, end.to_string()),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let line = s.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 90 { format!("{}…", line.chars().take(89).collect::<String>()) } else { line }
+}
+
+/// A TCP service on loopback for the granted connection: answers `pong` and closes.
+fn pong_server() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 64];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"pong\n");
+        }
+    });
+    Ok(port)
+}

@@ -1,0 +1,111 @@
+//! The `phasebox` command. Each verb is a thin call into a library crate; this file only parses
+//! arguments, sets up logging and maps results to exit codes:
+//!
+//! - 0: the command did what was asked (for `run` and `demo`: the job passed);
+//! - 1: it ran, and what it ran did not pass;
+//! - 2: it could not run (bad arguments, unreadable files, a plugin that does not load).
+
+mod demo;
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// phasebox: run Testflinger jobs whose phases are sandboxed WebAssembly components.
+#[derive(Parser)]
+#[command(name = "phasebox", version, about)]
+struct Cli {
+    /// Log more (`-v` info, `-vv` debug); logs go to stderr. `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the demo: a well-behaved plugin and an adversarial one under a grant, showing what
+    /// was allowed and what was denied.
+    Demo,
+    /// Work with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's world, imports, declared capabilities and sha256.
+    Inspect {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed a manifest (`phasebox.toml`) into a component, so the plugin is one file.
+    Embed {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The manifest to embed.
+        #[arg(long, short)]
+        manifest: PathBuf,
+        /// Where to write the component with its manifest.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+/// What a verb reports back to `main`.
+pub enum Verdict {
+    /// It did what was asked.
+    Success,
+    /// It ran, and what it ran did not pass.
+    NotPassed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Demo => runtime().and_then(|rt| rt.block_on(demo::run())),
+        Command::Plugin { command: PluginCommand::Inspect { file, json } } => inspect::inspect(&file, json),
+        Command::Plugin { command: PluginCommand::Embed { file, manifest, output } } => {
+            inspect::embed(&file, &manifest, &output)
+        }
+    };
+    match result {
+        Ok(Verdict::Success) => ExitCode::SUCCESS,
+        Ok(Verdict::NotPassed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("phasebox: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Where compiled plugins are cached: `$XDG_CACHE_HOME/phasebox` or `~/.cache/phasebox`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("phasebox"))
+}

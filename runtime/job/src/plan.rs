@@ -1,0 +1,568 @@
+//! Stage two of the job pipeline: a validated [`JobSpec`] and the runner's configuration become
+//! a [`JobPlan`] — for every phase, what runs it (plugin), what it may touch (effective grant),
+//! and how long it may take (timeouts). Every refusal that can be decided before a phase runs
+//! is decided here.
+//!
+//! # The job directory
+//!
+//! Testflinger's agent gives each job a fresh rundir; so does the plan (the directory must be
+//! new or empty). Its layout:
+//!
+//! ```text
+//! <job_dir>/attachments/<phase>/   the job's attachments for that phase, read-only
+//! <job_dir>/artifacts/             what phases leave for the job's submitter, packed after cleanup
+//! <job_dir>/<source>/              any other directory a phase's grants ask for (e.g. scratch)
+//! ```
+//!
+//! # Standard mounts
+//!
+//! Besides what a job asks for in `<phase>_data.phasebox.grants.files`, a phase gets:
+//!
+//! - `/attachments` ← `attachments/<phase>`, read-only, when the phase has attachments
+//!   (`provision`, `firmware_update`, `test`, as in Testflinger). The job asked for it by
+//!   listing attachments, so a plugin manifest or policy that does not allow the mount refuses
+//!   the job.
+//! - `/artifacts` ← `artifacts`, read-write, when the plugin's manifest and the operator's
+//!   policy both allow it. It is offered, not asked for, so it is silently left out otherwise.
+//!
+//! A job's own request for the same guest path replaces the standard mount. Both count as the
+//! job's request in the intersection: plugin declares ∩ policy allows ∩ job asks.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use phasebox_jobspec::grants::Access as JobAccess;
+use phasebox_jobspec::{JobSpec, Phase, PhaseboxBlock};
+use phasebox_sandbox::grant::NamePattern;
+use phasebox_sandbox::network::{Endpoint, Origin};
+use phasebox_sandbox::{Access, FileRule, Grant, GrantRequest, PhaseInput, Plugin, Sandbox};
+use serde_json::{Map, Value};
+
+use crate::config::RunnerConfig;
+use crate::error::JobError;
+use crate::events::{PhasePlanInfo, SkipReason};
+use crate::plugins::PluginSet;
+use crate::timeouts::{PhaseTimeouts, phase_timeouts};
+
+/// Guest path of the standard attachments mount.
+pub const ATTACHMENTS_MOUNT: &str = "/attachments";
+/// Guest path of the standard artifacts mount.
+pub const ARTIFACTS_MOUNT: &str = "/artifacts";
+/// The attachments directory inside the job directory.
+pub const ATTACHMENTS_DIR: &str = "attachments";
+/// The artifacts directory inside the job directory.
+pub const ARTIFACTS_DIR: &str = phasebox_archive::ARTIFACTS_DIR;
+
+/// A job ready to run: every phase resolved. Built by [`JobPlan::new`]; run once with
+/// [`run_job`](crate::run_job).
+pub struct JobPlan {
+    pub(crate) job_id: String,
+    pub(crate) job_queue: String,
+    pub(crate) name: Option<String>,
+    pub(crate) job_dir: PathBuf,
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) phases: Vec<PlannedPhase>,
+    pub(crate) job_timeout: Duration,
+    pub(crate) cleanup_budget: Duration,
+    pub(crate) device_info: Map<String, Value>,
+    pub(crate) attachment_phases: Vec<Phase>,
+    /// Mount sources under `attachments/`, relative to the job directory, that must exist
+    /// after the archive is unpacked (empty when the archive lacks them).
+    pub(crate) attachment_sources: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for JobPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobPlan")
+            .field("job_id", &self.job_id)
+            .field("job_dir", &self.job_dir)
+            .field("phases", &self.phases)
+            .field("job_timeout", &self.job_timeout)
+            .field("cleanup_budget", &self.cleanup_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One of the seven phases in a plan.
+#[derive(Debug)]
+pub struct PlannedPhase {
+    pub(crate) phase: Phase,
+    pub(crate) action: PhaseAction,
+}
+
+/// Whether a planned phase runs.
+#[derive(Debug)]
+pub(crate) enum PhaseAction {
+    Skip(SkipReason),
+    Run(Box<PhaseRun>),
+}
+
+/// How a phase runs: plugin, effective grant, input and timeouts.
+pub struct PhaseRun {
+    pub(crate) plugin: Arc<Plugin>,
+    pub(crate) grant: Grant,
+    pub(crate) input: PhaseInput,
+    pub(crate) timeouts: PhaseTimeouts,
+    pub(crate) secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for PhaseRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhaseRun")
+            .field("plugin", &self.plugin.name())
+            .field("timeouts", &self.timeouts)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlannedPhase {
+    /// The phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Why it is skipped, or `None` when it runs.
+    pub fn skip(&self) -> Option<SkipReason> {
+        match &self.action {
+            PhaseAction::Skip(r) => Some(*r),
+            PhaseAction::Run(_) => None,
+        }
+    }
+
+    /// How it runs, or `None` when it is skipped.
+    pub fn run(&self) -> Option<&PhaseRun> {
+        match &self.action {
+            PhaseAction::Run(r) => Some(r),
+            PhaseAction::Skip(_) => None,
+        }
+    }
+
+    pub(crate) fn info(&self) -> PhasePlanInfo {
+        match &self.action {
+            PhaseAction::Skip(r) => {
+                PhasePlanInfo { phase: self.phase, plugin: None, skip: Some(*r), detail: r.describe(self.phase) }
+            }
+            PhaseAction::Run(run) => PhasePlanInfo {
+                phase: self.phase,
+                plugin: Some(run.plugin.name().to_owned()),
+                skip: None,
+                detail: format!(
+                    "timeout {} ({}), output timeout {} ({})",
+                    phasebox_sandbox::units::format_duration(run.timeouts.timeout),
+                    run.timeouts.timeout_source.describe(),
+                    phasebox_sandbox::units::format_duration(run.timeouts.output_timeout),
+                    run.timeouts.output_timeout_source.describe(),
+                ),
+            },
+        }
+    }
+}
+
+impl PhaseRun {
+    /// The plugin that runs the phase.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The phase's effective grant (its limits are set when the phase starts).
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// What the plugin is told: phase, job id, `<phase>_data` (without its `phasebox` block)
+    /// and the device's facts.
+    pub fn input(&self) -> &PhaseInput {
+        &self.input
+    }
+
+    /// The phase's own timeouts (the job's budget may shorten them when it starts).
+    pub fn timeouts(&self) -> &PhaseTimeouts {
+        &self.timeouts
+    }
+
+    /// The secret names the phase declares.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+}
+
+impl JobPlan {
+    /// Plans `spec` on a runner: resolves each phase's plugin (the job's choice, by name or
+    /// sha256, else the runner's default), its effective grant (plugin manifest ∩ policy ∩ the
+    /// job's request plus the [standard mounts](self#standard-mounts)), checks the plugin's
+    /// imports against it, and computes its timeouts. Prepares `job_dir` (created if missing;
+    /// it must be empty) with the [layout](self#the-job-directory) the grants mount.
+    ///
+    /// Refuses, naming the job and phase: a phase the job asks for with no plugin available;
+    /// a plugin the runner does not have; a grant request the manifest or policy does not
+    /// allow; a plugin whose imports the grant does not link; attachments that cannot be
+    /// mounted; timeouts that are not positive.
+    pub fn new(spec: &JobSpec, runner: &RunnerConfig, plugins: &PluginSet, job_dir: &Path) -> Result<Self, JobError> {
+        let job_id = spec.job_id.clone().filter(|id| !id.is_empty()).unwrap_or_else(new_job_id);
+        for (field, value) in [("global_timeout", spec.global_timeout), ("output_timeout", spec.output_timeout)] {
+            if let Some(n) = value
+                && n <= 0
+            {
+                return Err(JobError::InvalidJob {
+                    job: job_id,
+                    field: field.into(),
+                    reason: format!("{n} is not a timeout: give a positive number of seconds"),
+                });
+            }
+        }
+        prepare_job_dir(&job_id, job_dir)?;
+
+        let json = spec.to_json();
+        let entries = spec.phases();
+        let attachment_phases: Vec<Phase> = entries
+            .iter()
+            .filter(|e| e.runs() && phasebox_archive::TESTFLINGER_PHASES.contains(&e.phase.as_str()))
+            .filter(|e| e.phase.data_key().and_then(|k| json.get(k)).is_some_and(|d| d.get("attachments").is_some()))
+            .map(|e| e.phase)
+            .collect();
+
+        let mut planner = Planner {
+            job_id: &job_id,
+            spec,
+            json: &json,
+            runner,
+            plugins,
+            job_dir,
+            attachment_phases: &attachment_phases,
+            attachment_sources: Vec::new(),
+        };
+        let mut phases = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let action = match entry.skip {
+                Some(reason) => PhaseAction::Skip(reason.into()),
+                None => planner.phase(entry.phase, entry.phasebox)?,
+            };
+            phases.push(PlannedPhase { phase: entry.phase, action });
+        }
+        let attachment_sources = planner.attachment_sources;
+        tracing::info!(
+            job = %job_id,
+            running = phases.iter().filter(|p| p.run().is_some()).count(),
+            "job planned"
+        );
+        Ok(Self {
+            job_id,
+            job_queue: spec.job_queue.clone(),
+            name: spec.name.clone(),
+            job_dir: job_dir.to_owned(),
+            sandbox: plugins.sandbox().clone(),
+            phases,
+            job_timeout: runner.job_timeout,
+            cleanup_budget: runner.cleanup_budget,
+            device_info: runner.dut.device_info(),
+            attachment_phases,
+            attachment_sources,
+        })
+    }
+
+    /// The job id (the job's own, or a new UUID when it has none).
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// The queue the job was submitted to.
+    pub fn job_queue(&self) -> &str {
+        &self.job_queue
+    }
+
+    /// The job directory.
+    pub fn job_dir(&self) -> &Path {
+        &self.job_dir
+    }
+
+    /// The seven phases in Testflinger order.
+    pub fn phases(&self) -> &[PlannedPhase] {
+        &self.phases
+    }
+
+    /// The planned phase `phase`.
+    pub fn phase(&self, phase: Phase) -> &PlannedPhase {
+        self.phases.iter().find(|p| p.phase == phase).expect("a plan holds all seven phases")
+    }
+
+    /// The whole job's time budget.
+    pub fn job_timeout(&self) -> Duration {
+        self.job_timeout
+    }
+
+    /// The part of it kept for cleanup.
+    pub fn cleanup_budget(&self) -> Duration {
+        self.cleanup_budget
+    }
+
+    /// The phases that have attachments.
+    pub fn attachment_phases(&self) -> &[Phase] {
+        &self.attachment_phases
+    }
+
+    /// Testflinger's `device_info` for the results.
+    pub fn device_info(&self) -> &Map<String, Value> {
+        &self.device_info
+    }
+
+    /// The sandbox that runs the phases.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+}
+
+struct Planner<'a> {
+    job_id: &'a str,
+    spec: &'a JobSpec,
+    json: &'a Value,
+    runner: &'a RunnerConfig,
+    plugins: &'a PluginSet,
+    job_dir: &'a Path,
+    attachment_phases: &'a [Phase],
+    attachment_sources: Vec<PathBuf>,
+}
+
+impl Planner<'_> {
+    fn phase(&mut self, phase: Phase, block: Option<&PhaseboxBlock>) -> Result<PhaseAction, JobError> {
+        let job = || self.job_id.to_owned();
+        let reference = block.and_then(|b| b.plugin.as_ref()).or_else(|| self.runner.defaults.get(&phase));
+        let Some(reference) = reference else {
+            if matches!(phase, Phase::Setup | Phase::Cleanup) {
+                return Ok(PhaseAction::Skip(SkipReason::NoPlugin));
+            }
+            return Err(JobError::NoPlugin {
+                job: job(),
+                phase,
+                data_key: phase.data_key().unwrap_or_default().to_owned(),
+            });
+        };
+        let plugin = self
+            .plugins
+            .resolve(reference)
+            .ok_or_else(|| JobError::UnknownPlugin {
+                job: job(),
+                phase,
+                plugin: reference.to_string(),
+                available: self.plugins.describe(),
+            })?
+            .clone();
+        let manifest = &plugin.manifest().capabilities;
+        let policy = &self.runner.policy;
+
+        let mut ask = request(self.job_id, phase, block)?;
+        let asks_for = |ask: &GrantRequest, guest: &str| ask.files.iter().any(|f| f.path == guest);
+        if self.attachment_phases.contains(&phase) && !asks_for(&ask, ATTACHMENTS_MOUNT) {
+            let rule = FileRule {
+                path: ATTACHMENTS_MOUNT.into(),
+                source: Some(format!("{ATTACHMENTS_DIR}/{phase}")),
+                access: Access::Ro,
+            };
+            let refusal = if !manifest.files.iter().any(|r| r.covers(&FileRule { source: None, ..rule.clone() })) {
+                Some(format!(
+                    "the manifest of plugin {} does not declare files access to {ATTACHMENTS_MOUNT}",
+                    plugin.name()
+                ))
+            } else if !policy.allow.files.iter().any(|r| r.covers(&rule)) {
+                Some(format!(
+                    "the operator's policy does not allow mounting `{}` at {ATTACHMENTS_MOUNT}",
+                    rule.source.as_deref().unwrap_or_default()
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
+                return Err(JobError::AttachmentsNotGrantable { job: job(), phase, reason });
+            }
+            ask.files.push(rule);
+        }
+        if !asks_for(&ask, ARTIFACTS_MOUNT) {
+            let rule =
+                FileRule { path: ARTIFACTS_MOUNT.into(), source: Some(ARTIFACTS_DIR.into()), access: Access::Rw };
+            let offered = manifest.files.iter().any(|r| r.covers(&FileRule { source: None, ..rule.clone() }))
+                && policy.allow.files.iter().any(|r| r.covers(&rule));
+            if offered {
+                ask.files.push(rule);
+            }
+        }
+        for f in &ask.files {
+            self.create_source(phase, f)?;
+        }
+
+        let grant = Grant::resolve(phase.as_str(), manifest, policy, &ask, self.job_dir)
+            .map_err(|source| JobError::Grant { job: job(), phase, source })?;
+        for (cap, import) in plugin.needed_capabilities() {
+            if !grant.interfaces().any(|c| c == cap) {
+                return Err(JobError::PluginNeedsGrant {
+                    job: job(),
+                    phase,
+                    plugin: plugin.name().to_owned(),
+                    import: import.to_owned(),
+                    grant: cap.name().to_owned(),
+                    why: grant.refusal(cap).unwrap_or("it is not granted").to_owned(),
+                });
+            }
+        }
+        let timeouts = phase_timeouts(self.spec, phase, block, &policy.limits);
+        let input = PhaseInput {
+            phase: phase.as_str().to_owned(),
+            job_id: self.job_id.to_owned(),
+            data_json: phase_data(self.json, phase),
+            dut: self.runner.dut.plugin_facts(),
+        };
+        let secrets = block.map(|b| b.secrets.clone()).unwrap_or_default();
+        Ok(PhaseAction::Run(Box::new(PhaseRun { plugin, grant, input, timeouts, secrets })))
+    }
+
+    /// Creates the job-directory subtree a mount names, so that the grant can be resolved
+    /// before anything is unpacked into it. Sources under `attachments/` are remembered: the
+    /// archive replaces that tree, and they are created again (empty) if it lacks them.
+    fn create_source(&mut self, phase: Phase, f: &FileRule) -> Result<(), JobError> {
+        let Some(source) = f.source.as_deref() else { return Ok(()) };
+        let rel = Path::new(source);
+        // The sandbox refuses such sources with a precise message; only never create them.
+        if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Ok(());
+        }
+        let full = self.job_dir.join(rel);
+        if rel.starts_with(ATTACHMENTS_DIR) {
+            self.attachment_sources.push(rel.to_owned());
+        }
+        std::fs::create_dir_all(&full).map_err(|source| JobError::JobDir {
+            job: format!("{} (phase {phase})", self.job_id),
+            path: full.clone(),
+            source,
+        })
+    }
+}
+
+/// The job's `<phase>_data.phasebox` block as the sandbox's grant request.
+fn request(job: &str, phase: Phase, block: Option<&PhaseboxBlock>) -> Result<GrantRequest, JobError> {
+    let mut ask = GrantRequest::default();
+    let Some(block) = block else { return Ok(ask) };
+    ask.secrets = block.secrets.clone();
+    let Some(grants) = &block.grants else { return Ok(ask) };
+    let invalid = |what: &str, value: &str, reason: String| JobError::Request {
+        job: job.to_owned(),
+        phase,
+        what: what.to_owned(),
+        value: value.to_owned(),
+        reason,
+    };
+    ask.files = grants
+        .files
+        .iter()
+        .map(|f| FileRule {
+            path: f.path.clone(),
+            source: Some(f.source.clone()),
+            access: match f.access {
+                JobAccess::Ro => Access::Ro,
+                JobAccess::Rw => Access::Rw,
+            },
+        })
+        .collect();
+    if let Some(n) = &grants.network {
+        ask.network.bind = n.bind;
+        ask.network.udp = n.udp;
+        for e in &n.connect {
+            let endpoint = Endpoint::parse(e).map_err(|err| invalid("grants.network.connect", e, err.why.clone()))?;
+            ask.network.connect.push(endpoint);
+        }
+    }
+    for o in &grants.http {
+        ask.http.push(Origin::parse(o).map_err(|err| invalid("grants.http", o, err.why.clone()))?);
+    }
+    for d in &grants.dns {
+        ask.dns.push(d.parse::<NamePattern>().map_err(|err| invalid("grants.dns", d, err.why.clone()))?);
+    }
+    ask.env = grants.env.clone();
+    Ok(ask)
+}
+
+/// `<phase>_data` as the plugin sees it: the job's JSON for the section, without its
+/// `phasebox` block (which is for the engine); `{}` for setup and cleanup.
+fn phase_data(json: &Value, phase: Phase) -> String {
+    let Some(mut data) = phase.data_key().and_then(|k| json.get(k)).cloned() else {
+        return "{}".into();
+    };
+    if let Value::Object(map) = &mut data {
+        map.remove("phasebox");
+    }
+    data.to_string()
+}
+
+fn prepare_job_dir(job: &str, dir: &Path) -> Result<(), JobError> {
+    let err = |path: &Path, source| JobError::JobDir { job: job.to_owned(), path: path.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let mut entries = std::fs::read_dir(dir).map_err(|e| err(dir, e))?;
+    if entries.next().is_some() {
+        return Err(err(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::DirectoryNotEmpty,
+                "a job needs a new or empty directory (Testflinger gives each job a fresh rundir)",
+            ),
+        ));
+    }
+    let artifacts = dir.join(ARTIFACTS_DIR);
+    std::fs::create_dir(&artifacts).map_err(|e| err(&artifacts, e))
+}
+
+/// A random (version 4) UUID for a job that has no id.
+fn new_job_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No entropy source: still unique enough for a local run's directory and logs.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b[..8].copy_from_slice(&(now.as_nanos() as u64).to_le_bytes());
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_uuid_v4() {
+        let id = new_job_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(id, new_job_id());
+    }
+
+    #[test]
+    fn phase_data_drops_the_phasebox_block() {
+        let spec = JobSpec::from_yaml(
+            "job_queue: q\ntest_data:\n  test_cmds: echo hi\n  phasebox: {timeout: 60}\nallocate_data: {allocate: true}\n",
+        )
+        .unwrap();
+        let json = spec.to_json();
+        assert_eq!(phase_data(&json, Phase::Test), r#"{"test_cmds":"echo hi"}"#);
+        assert_eq!(phase_data(&json, Phase::Allocate), r#"{"allocate":true}"#);
+        assert_eq!(phase_data(&json, Phase::Setup), "{}");
+    }
+
+    #[test]
+    fn grant_requests_convert() {
+        let spec = JobSpec::from_yaml(
+            "job_queue: q\ntest_data:\n  test_cmds: x\n  secrets: {TOKEN: lab/token}\n  phasebox:\n    secrets: [TOKEN]\n    grants:\n      files: [{path: /scratch, source: scratch, access: rw}]\n      network: {connect: ['example.com:443', '10.1.0.0/16:22', 'dut:*'], udp: true}\n      http: ['https://example.com:443']\n      dns: [example.com]\n      env: {A: b}\n",
+        )
+        .unwrap();
+        let ask = request("j", Phase::Test, spec.phasebox(Phase::Test)).unwrap();
+        assert_eq!(ask.secrets, ["TOKEN"]);
+        assert_eq!(ask.files[0].source.as_deref(), Some("scratch"));
+        assert_eq!(ask.files[0].access, Access::Rw);
+        assert_eq!(ask.network.connect.len(), 3);
+        assert!(ask.network.udp && !ask.network.bind);
+        assert_eq!(ask.http.len(), 1);
+        assert_eq!(ask.dns.len(), 1);
+        assert_eq!(ask.env["A"], "b");
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test phasebox has: the host workspace (which builds the guest plugins for
+# wasm32-wasip2 on first use) and the plugins' own unit tests. Installs the wasm target first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v rustup >/dev/null 2>&1; then
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+fi
+
+# Guest plugins: build them once up front so test processes find them ready.
+(cd plugins && cargo build --release --locked --quiet)
+# Their unit tests run natively.
+(cd plugins && cargo test --locked --quiet --target "$(rustc -vV | sed -n 's/^host: //p')")
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
+    cargo test --workspace --locked --doc --quiet
+else
+    cargo test --workspace --locked --no-fail-fast "$@"
+fi
