@@ -7,6 +7,7 @@
 
 mod demo;
 mod inspect;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,25 @@ enum Command {
     /// Run the demo: a well-behaved plugin and an adversarial one under a grant, showing what
     /// was allowed and what was denied.
     Demo,
+    /// Run one job locally, without a server: live output, then results, JUnit, the event log
+    /// and artifacts in the out directory. Exits 0 only if the job passed.
+    Run {
+        /// The job definition (Testflinger YAML or JSON).
+        job: PathBuf,
+        /// The runner configuration (plugins, defaults per phase, policy, device); the example
+        /// in config/runner.toml, with the bundled plugins, when not given.
+        #[arg(long)]
+        agent_config: Option<PathBuf>,
+        /// Where to write results.json, junit.xml, events.jsonl and artifacts.tar.gz.
+        #[arg(long, default_value = "phasebox-out")]
+        out: PathBuf,
+        /// The job's attachments, as a tar.gz in Testflinger's layout (`<phase>/<file>`).
+        #[arg(long)]
+        attachments: Option<PathBuf>,
+        /// A secret the job may declare, read from a file: `NAME=PATH` (repeatable).
+        #[arg(long = "secret-file", value_name = "NAME=PATH")]
+        secret_files: Vec<String>,
+    },
     /// Work with plugin components.
     Plugin {
         #[command(subcommand)]
@@ -72,6 +92,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo::run())),
+        Command::Run { job, agent_config, out, attachments, secret_files } => runtime()
+            .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, agent_config, out, attachments, secret_files }))),
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => inspect::inspect(&file, json),
         Command::Plugin { command: PluginCommand::Embed { file, manifest, output } } => {
             inspect::embed(&file, &manifest, &output)

@@ -206,7 +206,7 @@ impl RunnerConfig {
         for p in &self.plugins {
             let meta = std::fs::metadata(p).map_err(|e| JobError::PluginLoad {
                 path: p.clone(),
-                source: phasebox_sandbox::SandboxError::Io { path: p.clone(), source: e },
+                source: Box::new(phasebox_sandbox::SandboxError::Io { path: p.clone(), source: e }),
             })?;
             if !meta.is_dir() {
                 files.push(p.clone());
@@ -214,7 +214,7 @@ impl RunnerConfig {
             }
             let read = std::fs::read_dir(p).map_err(|e| JobError::PluginLoad {
                 path: p.clone(),
-                source: phasebox_sandbox::SandboxError::Io { path: p.clone(), source: e },
+                source: Box::new(phasebox_sandbox::SandboxError::Io { path: p.clone(), source: e }),
             })?;
             let mut found: Vec<PathBuf> = read
                 .filter_map(Result::ok)
@@ -229,7 +229,7 @@ impl RunnerConfig {
 
     /// Builds the sandbox engine this configuration describes.
     pub fn sandbox(&self) -> Result<Sandbox, JobError> {
-        Sandbox::new(self.engine.clone()).map_err(JobError::Sandbox)
+        Sandbox::new(self.engine.clone()).map_err(|e| JobError::Sandbox(Box::new(e)))
     }
 }
 

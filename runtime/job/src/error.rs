@@ -57,7 +57,7 @@ pub enum JobError {
 
     /// The sandbox engine could not be set up.
     #[error("cannot set up the sandbox: {0}")]
-    Sandbox(#[source] SandboxError),
+    Sandbox(#[source] Box<SandboxError>),
 
     /// A plugin named in the runner configuration could not be loaded.
     #[error("plugin {}: {source}", path.display())]
@@ -65,7 +65,7 @@ pub enum JobError {
         /// The plugin file.
         path: PathBuf,
         /// Why the sandbox refused it.
-        source: SandboxError,
+        source: Box<SandboxError>,
     },
 
     /// Two different plugins of one runner have the same name, so a job naming it is ambiguous.
@@ -121,7 +121,7 @@ pub enum JobError {
         /// The phase.
         phase: Phase,
         /// Which request, e.g. `grants.network.connect`.
-        what: String,
+        what: &'static str,
         /// The value as written.
         value: String,
         /// What is wrong with it.
@@ -138,7 +138,7 @@ pub enum JobError {
         /// The phase.
         phase: Phase,
         /// The sandbox's refusal, naming the request and which document refused it.
-        source: SandboxError,
+        source: Box<SandboxError>,
     },
 
     /// The plugin imports an interface that the phase's effective grant does not link; it
@@ -157,7 +157,7 @@ pub enum JobError {
         /// The imported interface.
         import: String,
         /// The capability that links it.
-        grant: String,
+        grant: &'static str,
         /// Which document leaves it out.
         why: String,
     },

@@ -208,8 +208,10 @@ impl JobEvent {
         }
     }
 
-    /// Applies `f` to every free-text string of the event (for redaction). Output chunks are
-    /// included: redacting an already redacted chunk again changes nothing.
+    /// Applies `f` to every free-text string of the event (for redaction), except output of the
+    /// plugin's own streams (stdout, stderr, serial): those are redacted as streams, before they
+    /// become events, and are the bulk of a job's bytes. The engine's own output lines (which
+    /// may quote the plugin, e.g. a crash message) are included.
     pub(crate) fn map_strings(&mut self, f: &mut dyn FnMut(&mut String)) {
         match self {
             Self::JobStart { job_id, job_queue, name, device_info, phases, .. } => {
@@ -232,7 +234,8 @@ impl JobEvent {
             }
             Self::PhaseStart { plugin, .. } => f(plugin),
             Self::PhaseSkipped { detail, .. } => f(detail),
-            Self::Output { data, .. } => f(data),
+            Self::Output { stream: OutputStream::Engine, data, .. } => f(data),
+            Self::Output { .. } => {}
             Self::Log { message, .. } => f(message),
             Self::Case { suite, name, message, .. } => {
                 f(suite);
@@ -647,7 +650,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_json_lines() {
-        let records = vec![
+        let records = [
             EventRecord {
                 seq: 0,
                 time: rfc3339(SystemTime::now()),

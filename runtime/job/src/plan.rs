@@ -391,7 +391,7 @@ impl Planner<'_> {
         }
 
         let grant = Grant::resolve(phase.as_str(), manifest, policy, &ask, self.job_dir)
-            .map_err(|source| JobError::Grant { job: job(), phase, source })?;
+            .map_err(|e| JobError::Grant { job: job(), phase, source: Box::new(e) })?;
         for (cap, import) in plugin.needed_capabilities() {
             if !grant.interfaces().any(|c| c == cap) {
                 return Err(JobError::PluginNeedsGrant {
@@ -399,7 +399,7 @@ impl Planner<'_> {
                     phase,
                     plugin: plugin.name().to_owned(),
                     import: import.to_owned(),
-                    grant: cap.name().to_owned(),
+                    grant: cap.name(),
                     why: grant.refusal(cap).unwrap_or("it is not granted").to_owned(),
                 });
             }
@@ -443,10 +443,10 @@ fn request(job: &str, phase: Phase, block: Option<&PhaseboxBlock>) -> Result<Gra
     let Some(block) = block else { return Ok(ask) };
     ask.secrets = block.secrets.clone();
     let Some(grants) = &block.grants else { return Ok(ask) };
-    let invalid = |what: &str, value: &str, reason: String| JobError::Request {
+    let invalid = |what: &'static str, value: &str, reason: String| JobError::Request {
         job: job.to_owned(),
         phase,
-        what: what.to_owned(),
+        what,
         value: value.to_owned(),
         reason,
     };

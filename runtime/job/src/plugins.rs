@@ -47,8 +47,10 @@ impl PluginSet {
 
     /// Loads one plugin file and adds it.
     pub fn add_file(&mut self, path: &Path) -> Result<Arc<Plugin>, JobError> {
-        let plugin =
-            self.sandbox.load_file(path).map_err(|source| JobError::PluginLoad { path: path.to_owned(), source })?;
+        let plugin = self
+            .sandbox
+            .load_file(path)
+            .map_err(|e| JobError::PluginLoad { path: path.to_owned(), source: Box::new(e) })?;
         self.add(plugin.clone())?;
         Ok(plugin)
     }

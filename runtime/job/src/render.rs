@@ -107,6 +107,8 @@ const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "�
 /// Silence after which the spinner appears.
 const QUIET: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(100);
+/// How long the start of a line waits for its end before it is shown anyway.
+const PARTIAL_LINE: Duration = Duration::from_millis(250);
 
 struct Painter {
     out: Box<dyn Write + Send>,
@@ -115,13 +117,26 @@ struct Painter {
     running: Option<(Phase, Instant, Instant)>,
     /// Whether the cursor is at the start of a line.
     at_line_start: bool,
+    /// Output after the last newline, not drawn yet (so that the plugin's log lines and
+    /// results, drawn as whole lines, do not cut an output line in two), and since when.
+    pending: Vec<(OutputStream, String)>,
+    pending_since: Option<Instant>,
     spinner_shown: bool,
     frame: usize,
 }
 
 impl Painter {
     fn new(out: Box<dyn Write + Send>, options: RenderOptions) -> Self {
-        Self { out, options, running: None, at_line_start: true, spinner_shown: false, frame: 0 }
+        Self {
+            out,
+            options,
+            running: None,
+            at_line_start: true,
+            pending: Vec::new(),
+            pending_since: None,
+            spinner_shown: false,
+            frame: 0,
+        }
     }
 
     fn run(mut self, rx: Receiver<EventRecord>) {
@@ -137,6 +152,7 @@ impl Painter {
             }
         }
         self.clear_spinner();
+        self.flush_pending();
         let _ = self.out.flush();
     }
 
@@ -153,7 +169,26 @@ impl Painter {
         self.at_line_start = true;
     }
 
+    /// Draws the output held back, as it is (it may end mid-line).
+    fn flush_pending(&mut self) {
+        for (stream, data) in std::mem::take(&mut self.pending) {
+            let text = match stream {
+                OutputStream::Engine => self.style("1;33", &data),
+                OutputStream::Stderr => self.style("31", &data),
+                OutputStream::Stdout | OutputStream::Serial => data.clone(),
+            };
+            let _ = self.out.write_all(text.as_bytes());
+            if !data.is_empty() {
+                self.at_line_start = data.ends_with('\n');
+            }
+        }
+        self.pending_since = None;
+    }
+
     fn draw(&mut self, event: &JobEvent) {
+        if matches!(event, JobEvent::PhaseStart { .. } | JobEvent::PhaseEnd { .. } | JobEvent::JobEnd { .. }) {
+            self.flush_pending();
+        }
         if let Some(phase) = event.phase()
             && let Some((running, _, last)) = &mut self.running
             && *running == phase
@@ -181,17 +216,22 @@ impl Painter {
                 let text = format!("– {phase} skipped: {detail}");
                 self.line(&self.style("2", &text));
             }
-            JobEvent::Output { stream, data, .. } => {
-                let text = match stream {
-                    OutputStream::Engine => self.style("1;33", data),
-                    OutputStream::Stderr => self.style("31", data),
-                    OutputStream::Stdout | OutputStream::Serial => data.clone(),
-                };
-                let _ = self.out.write_all(text.as_bytes());
-                if !data.is_empty() {
-                    self.at_line_start = data.ends_with('\n');
+            JobEvent::Output { stream, data, .. } => match data.rfind('\n') {
+                Some(end) => {
+                    let (lines, rest) = data.split_at(end + 1);
+                    self.pending.push((*stream, lines.to_owned()));
+                    self.flush_pending();
+                    if !rest.is_empty() {
+                        self.pending.push((*stream, rest.to_owned()));
+                        self.pending_since = Some(Instant::now());
+                    }
                 }
-            }
+                None if !data.is_empty() => {
+                    self.pending.push((*stream, data.clone()));
+                    self.pending_since.get_or_insert_with(Instant::now);
+                }
+                None => {}
+            },
             JobEvent::Log { level, message, .. } => {
                 if *level >= LogLevel::Info || self.options.verbose {
                     let word = format!("{level:?}").to_lowercase();
@@ -269,6 +309,11 @@ impl Painter {
     }
 
     fn tick(&mut self) {
+        if self.pending_since.is_some_and(|t| t.elapsed() >= PARTIAL_LINE) {
+            self.clear_spinner();
+            self.flush_pending();
+            let _ = self.out.flush();
+        }
         let Some((phase, started, last)) = self.running else { return };
         if !self.options.spinner || !self.at_line_start || last.elapsed() < QUIET {
             return;

@@ -331,15 +331,20 @@ async fn cancel_ends_a_blocked_phase_at_once_and_cleanup_runs() {
     assert_eq!(o.results.to_json()["job_state"], "cancelled");
 
     let cancelled_at = cancelled_at.lock().unwrap().expect("cancelled");
-    let events = sink.0.lock().unwrap();
-    let ended = events
+    let ended = sink
+        .0
+        .lock()
+        .unwrap()
         .iter()
         .find(|(_, r)| matches!(r.event, JobEvent::PhaseEnd { phase: Phase::Allocate, .. }))
         .map(|(at, _)| *at)
         .unwrap();
     let latency = ended.duration_since(cancelled_at);
     eprintln!("cancel → allocate phase_end event: {latency:?}");
-    assert!(latency < Duration::from_millis(500), "the phase ended {latency:?} after the cancel");
+    assert!(
+        latency < Duration::from_millis(100),
+        "the phase ended {latency:?} after the cancel (the issue asks for 100 ms)"
+    );
 
     // Cancelled before it starts: nothing but cleanup runs.
     let cancel = CancellationToken::new();
@@ -411,6 +416,29 @@ async fn a_printed_secret_never_leaves_the_engine() {
         for form in &forms {
             assert!(!text.contains(form.as_str()), "{name} leaks the secret as {form}");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_secret_in_a_crash_message_is_redacted_everywhere() {
+    // The plugin panics with the secret in its message: it reaches stderr (a stream), the phase's
+    // end reason and the engine's stop line (whole strings).
+    let job = format!(
+        "job_queue: q\nallocate_data:\n  attack: panic\n  message: 'oops {SECRET}'\n  phasebox: {{plugin: probe}}\n"
+    );
+    let ran =
+        run_with(&job, &probe_runner(), secret_inputs(SECRET), &mut NullSink, CancellationToken::new()).await.unwrap();
+    let o = &ran.outcome;
+    assert_eq!(o.status(Phase::Allocate), Some(status::CRASHED));
+    assert_eq!(o.phase(Phase::Allocate).outcome, Some(PhaseOutcome::Crashed));
+    let token = phasebox_redact::mask_token(&Secret::new(SECRET));
+    assert!(o.phase(Phase::Allocate).reason.contains(&format!("oops {token}")), "{}", o.phase(Phase::Allocate).reason);
+    assert!(ran.output(Phase::Allocate).contains("ERROR: the plugin crashed"), "{}", ran.output(Phase::Allocate));
+    let written = write_outputs(o, &ran.dir.path().join("out")).unwrap();
+    for path in [&written.events, &written.results, &written.junit] {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(!text.contains(SECRET), "{} leaks the secret", path.display());
+        assert!(text.contains(&token), "{} shows the mask", path.display());
     }
 }
 

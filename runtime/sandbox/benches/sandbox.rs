@@ -90,9 +90,8 @@ fn main() {
     let spawn = spawn_row(&counts);
     let concurrent = runtime.block_on(concurrent_row(&counts, cache.path()));
 
-    for (n, starts) in [("1", &pooled), ("2", &on_demand)] {
-        starts.add_to(&mut table, n);
-    }
+    pooled.add_to(&mut table, "1");
+    on_demand.add_to(&mut table, "2");
     let ratio = |p: fn(&Stats) -> Duration| p(&spawn).as_secs_f64() / p(&pooled.noop).as_secs_f64();
     let (ratio50, ratio99) = (ratio(|s| s.p50), ratio(|s| s.p99));
     table.row(
@@ -105,7 +104,7 @@ fn main() {
     );
     table.row(
         "3",
-        "ratio spawn / phase start (pooling, row 1 no-op)",
+        "ratio spawn / phase start (row 1, pooling; p50 over p50, p99 over p99)",
         format!("{ratio50:.1}×"),
         format!("{ratio99:.1}×"),
         "≥ 20× (p50)",
@@ -117,7 +116,17 @@ fn main() {
     concurrent.add_to(&mut table);
 
     println!("## phasebox sandbox benchmark\n");
-    println!("- machine: {}, nproc {}, {} RAM", cpu_model(), nproc(), total_memory());
+    println!(
+        "- machine: {}, nproc {}, {} RAM, Linux {}",
+        cpu_model(),
+        nproc(),
+        total_memory(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    );
+    if std::backtrace::Backtrace::capture().status() == std::backtrace::BacktraceStatus::Captured {
+        // wasmtime builds an error in every store drop; with backtraces on, that costs a capture.
+        println!("- backtraces are on (RUST_BACKTRACE / RUST_LIB_BACKTRACE): every store drop captures one");
+    }
     println!(
         "- build: {}; {} warm-ups + {} iterations per timed row, {} process spawns{}\n",
         if cfg!(debug_assertions) { "debug (unoptimised)" } else { "release" },
@@ -351,6 +360,7 @@ impl LoadRow {
 
 struct ConcurrentRow {
     phases: usize,
+    sleep_ms: u64,
     allocation: String,
     rss_before: u64,
     rss_peak: u64,
@@ -462,6 +472,7 @@ async fn run_concurrent(sandbox: Arc<Sandbox>, counts: &Counts) -> Result<Concur
     let all_ended = start.elapsed();
     Ok(ConcurrentRow {
         phases: counts.concurrent,
+        sleep_ms: counts.sleep_ms,
         allocation: String::new(),
         rss_before,
         rss_peak: if samples > 0 { peak } else { peak_all },
@@ -480,7 +491,11 @@ impl ConcurrentRow {
         let per_phase = delta / n as u64;
         table.row(
             "5",
-            format!("{n} concurrent probe `idle` phases, {how}: time to start all (last first event)"),
+            format!(
+                "{n} concurrent probe `idle` phases (print, then sleep {} ms), {how}: time from the first \
+                 `run_phase` call to the last phase's first event",
+                self.sleep_ms
+            ),
             fmt_dur(self.start_all),
             "—",
             "—",
@@ -580,7 +595,13 @@ fn fmt_dur(d: Duration) -> String {
 
 fn fmt_bytes(n: u64) -> String {
     let n = n as f64;
-    if n < 1e6 { format!("{:.1} kB", n / 1e3) } else { format!("{:.2} MB", n / 1e6) }
+    if n < 1e6 {
+        format!("{:.1} kB", n / 1e3)
+    } else if n < 1e9 {
+        format!("{:.2} MB", n / 1e6)
+    } else {
+        format!("{:.1} GB", n / 1e9)
+    }
 }
 
 /// This process's resident set size, in bytes.

@@ -50,7 +50,8 @@ impl WasiHttpHooks for HttpHooks {
                     send_to(addr, tls, &host, request, options).await
                 }
                 Err((reason, error)) => {
-                    tracing::debug!(%uri, %reason, "http request denied");
+                    // Not the URI: a guest may put a secret in its path or query.
+                    tracing::debug!(%reason, "http request denied");
                     record(&events, call, Some(reason)).await;
                     Err(error)
                 }

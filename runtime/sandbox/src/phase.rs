@@ -229,7 +229,16 @@ impl Sandbox {
         };
         let memory_bytes = monitor.memory_in_use();
         drop(store);
-        tracing::debug!(plugin = plugin.name(), phase = %input.phase, %end, ms = elapsed.as_millis() as u64, "phase ended");
+        // The end's text may quote the guest (a summary, a panic message) and so a secret; the
+        // log gets only its kind, and the redacted text travels through the job's channels.
+        let kind = match &end {
+            PhaseEnd::Passed { .. } => "passed",
+            PhaseEnd::Failed { .. } => "failed",
+            PhaseEnd::Stopped(_) => "stopped",
+            PhaseEnd::Trapped { .. } => "trapped",
+            PhaseEnd::Exited { .. } => "exited",
+        };
+        tracing::debug!(plugin = plugin.name(), phase = %input.phase, end = kind, ms = elapsed.as_millis() as u64, "phase ended");
         Ok(PhaseReport { end, elapsed, output_bytes: monitor.output_written(), memory_bytes })
     }
 }

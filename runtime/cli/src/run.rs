@@ -1,0 +1,82 @@
+//! `phasebox run JOB.yaml [--agent-config FILE] [--out DIR]`: one job, locally, no server.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use phasebox_job::{
+    AttachmentsArchive, CancellationToken, JobInputs, JobPlan, PluginSet, RunnerConfig, Secret, TerminalRenderer,
+    load_job, run_job, write_outputs,
+};
+
+use crate::Verdict;
+
+/// The arguments of `phasebox run`.
+pub struct RunArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// The runner (agent) configuration; the bundled example when absent.
+    pub agent_config: Option<PathBuf>,
+    /// Where results, JUnit, the event log and artifacts go.
+    pub out: PathBuf,
+    /// A tar.gz of attachments in Testflinger's layout (`<phase>/<file>`).
+    pub attachments: Option<PathBuf>,
+    /// Files holding secret values, `NAME=path`.
+    pub secret_files: Vec<String>,
+}
+
+/// The example runner configuration shipped in `config/`, which uses the bundled plugins.
+fn bundled_runner_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/runner.toml")
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
+    let config_path = match &args.agent_config {
+        Some(p) => p.clone(),
+        None => {
+            // The bundled configuration runs the bundled plugins: make sure they are built.
+            tokio::task::spawn_blocking(phasebox_guests::build).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+            bundled_runner_config()
+        }
+    };
+    let runner = RunnerConfig::from_file(&config_path)?;
+    let plugins = PluginSet::load(&runner)?;
+    let spec = load_job(&args.job)?;
+    let job_dir = tempfile::Builder::new().prefix("phasebox-job-").tempdir().context("creating the job directory")?;
+    let plan = JobPlan::new(&spec, &runner, &plugins, job_dir.path())?;
+
+    // Secrets come from files (never from the command line, where other users could see
+    // them); a job names them in test_data.secrets.
+    let mut secrets = std::collections::BTreeMap::new();
+    for entry in &args.secret_files {
+        let (name, path) = entry.split_once('=').context("--secret-file takes NAME=PATH")?;
+        let value = std::fs::read_to_string(path).with_context(|| format!("reading secret {name} from {path}"))?;
+        secrets.insert(name.to_owned(), Secret::new(value.trim_end_matches(['\n', '\r'])));
+    }
+    let attachments = args.attachments.clone().map(AttachmentsArchive::Path);
+
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncancelling: cleanup still runs (Ctrl-C again to abandon it)");
+            on_signal.cancel();
+        }
+    });
+    let mut terminal = TerminalRenderer::stderr();
+    let outcome = tokio::select! {
+        outcome = run_job(&plan, JobInputs { secrets, attachments }, &mut terminal, cancel) => outcome?,
+        () = async {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tokio::signal::ctrl_c().await;
+        } => anyhow::bail!("abandoned: the job was dropped before cleanup finished"),
+    };
+    terminal.finish();
+    let written = write_outputs(&outcome, &args.out)?;
+    eprintln!("results    {}", written.results.display());
+    eprintln!("junit      {}", written.junit.display());
+    eprintln!("events     {}", written.events.display());
+    if let Some(a) = &written.artifacts {
+        eprintln!("artifacts  {}", a.display());
+    }
+    Ok(if outcome.passed() { Verdict::Success } else { Verdict::NotPassed })
+}
