@@ -134,6 +134,60 @@ pub mod results {
     };
 }
 
+/// Why an operation on the device under test failed.
+pub use bindings::phasebox::plugin::types::DeviceError;
+
+pub mod power {
+    //! Power control of the job's device under test (needs the `power` capability).
+
+    pub use crate::bindings::phasebox::plugin::power::{State, cycle, off, on, status};
+}
+
+pub mod console {
+    //! The serial console of the job's device under test (needs the `console` capability).
+    //! What a plugin reads is also recorded, redacted, as the job's serial log.
+
+    pub use crate::bindings::phasebox::plugin::console::{Session, open};
+}
+
+pub mod exec {
+    //! Commands on the job's device under test (needs the `exec` capability). The device's
+    //! address and the key that reaches it stay with the host.
+
+    pub use crate::bindings::phasebox::plugin::exec::{Channel, Command, Event, Process, copy_from, copy_to, run};
+
+    /// Runs `command` on the device and waits for it, passing its output to `on_output` as it
+    /// arrives; returns its exit status. `secret_env` names declared secrets that the host
+    /// exports to this command only.
+    pub fn run_streaming(
+        command: &str,
+        env: &[(String, String)],
+        secret_env: &[String],
+        timeout: std::time::Duration,
+        mut on_output: impl FnMut(Channel, &[u8]),
+    ) -> Result<i32, crate::DeviceError> {
+        let process = run(&Command {
+            command: command.to_owned(),
+            env: env.to_vec(),
+            secret_env: secret_env.to_vec(),
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+        loop {
+            match process.next()? {
+                Event::Output((channel, data)) => on_output(channel, &data),
+                Event::Exited(code) => return Ok(code),
+            }
+        }
+    }
+}
+
+pub mod flash {
+    //! Writing an image to the storage of the job's device under test (needs the `flash`
+    //! capability).
+
+    pub use crate::bindings::phasebox::plugin::flash::{Report, Writer, open};
+}
+
 /// Parses the phase's data (`<phase>_data` in the job, JSON) into `T`.
 ///
 /// An empty data string counts as `{}`, the same as the host sends when the job gives no data,

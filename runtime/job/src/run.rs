@@ -446,8 +446,27 @@ fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::Ph
         },
         PhaseEvent::Measurement(m) => JobEvent::Measurement { phase, name: m.name, value: m.value, unit: m.unit },
         PhaseEvent::Capability(c) => {
-            JobEvent::Capability { phase, grant: c.grant, call: c.call, allowed: c.allowed, reason: c.reason }
+            // Device calls carry their duration; it stays in the call's text.
+            let call = match c.duration_ms {
+                Some(ms) => format!("{} ({ms} ms)", c.call),
+                None => c.call,
+            };
+            JobEvent::Capability { phase, grant: c.grant, call, allowed: c.allowed, reason: c.reason }
         }
+        PhaseEvent::Serial { data, .. } => {
+            let data = streams.push(OutputStream::Serial, &data);
+            if data.is_empty() {
+                return None;
+            }
+            JobEvent::Output { phase, stream: OutputStream::Serial, data }
+        }
+        PhaseEvent::Progress { handle, bytes } => JobEvent::Capability {
+            phase,
+            grant: handle,
+            call: format!("progress: {bytes} bytes"),
+            allowed: true,
+            reason: None,
+        },
     })
 }
 

@@ -85,6 +85,9 @@ pub struct CapabilityUse {
     pub allowed: bool,
     /// Why it was denied, when it was.
     pub reason: Option<String>,
+    /// How long the call took, for device handles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// What a phase reports while it runs.
@@ -116,6 +119,21 @@ pub enum PhaseEvent {
     Measurement(Measurement),
     /// A capability use.
     Capability(CapabilityUse),
+    /// Bytes the device's serial console printed while the phase read it.
+    Serial {
+        /// The bytes.
+        #[serde(serialize_with = "lossy")]
+        data: Bytes,
+        /// When the host received them.
+        at: SystemTime,
+    },
+    /// Progress of a long device operation (bytes flashed so far).
+    Progress {
+        /// The handle, e.g. `flash`.
+        handle: String,
+        /// Bytes done.
+        bytes: u64,
+    },
 }
 
 fn lossy<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {

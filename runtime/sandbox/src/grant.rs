@@ -44,6 +44,14 @@ pub enum Capability {
     Network,
     /// `wasi:http/*`.
     Http,
+    /// `phasebox:plugin/power` of the job's device.
+    Power,
+    /// `phasebox:plugin/console` of the job's device.
+    Console,
+    /// `phasebox:plugin/exec` on the job's device.
+    Exec,
+    /// `phasebox:plugin/flash` of the job's device.
+    Flash,
     /// `wasi:cli`, `wasi:clocks`, `wasi:random`, `wasi:io`: the basics every guest needs.
     Basic,
 }
@@ -58,6 +66,10 @@ impl Capability {
             Self::Files => "files",
             Self::Network => "network",
             Self::Http => "http",
+            Self::Power => "power",
+            Self::Console => "console",
+            Self::Exec => "exec",
+            Self::Flash => "flash",
             Self::Basic => "basic",
         }
     }
@@ -76,6 +88,10 @@ impl Capability {
                 "phasebox:plugin/log" | "phasebox:plugin/types" => Self::Log,
                 "phasebox:plugin/results" => Self::Results,
                 "phasebox:plugin/secrets" => Self::Secrets,
+                "phasebox:plugin/power" => Self::Power,
+                "phasebox:plugin/console" => Self::Console,
+                "phasebox:plugin/exec" => Self::Exec,
+                "phasebox:plugin/flash" => Self::Flash,
                 _ => return None,
             },
             _ => return None,
@@ -205,6 +221,18 @@ pub struct Capabilities {
     /// May receive environment variables that the job or the policy define.
     #[serde(default)]
     pub env: bool,
+    /// May switch the job's device on and off.
+    #[serde(default)]
+    pub power: bool,
+    /// May use the job's device's serial console.
+    #[serde(default)]
+    pub console: bool,
+    /// May run commands on the job's device.
+    #[serde(default)]
+    pub exec: bool,
+    /// May write images to the job's device's storage.
+    #[serde(default)]
+    pub flash: bool,
 }
 
 fn yes() -> bool {
@@ -224,6 +252,10 @@ impl Capabilities {
             http: vec![Origin::parse("*").expect("valid")],
             dns: vec![NamePattern(HostPattern::Any)],
             env: true,
+            power: true,
+            console: true,
+            exec: true,
+            flash: true,
         }
     }
 
@@ -235,6 +267,10 @@ impl Capabilities {
             Capability::Secrets => !self.secrets.is_empty(),
             Capability::Network => !self.network.connect.is_empty() || self.network.bind || self.network.udp,
             Capability::Http => !self.http.is_empty(),
+            Capability::Power => self.power,
+            Capability::Console => self.console,
+            Capability::Exec => self.exec,
+            Capability::Flash => self.flash,
         }
     }
 
@@ -365,6 +401,18 @@ pub struct Grant {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) args: Vec<String>,
     pub(crate) limits: Limits,
+    pub(crate) device: Option<DeviceHandle>,
+}
+
+/// The job's device under test, as a grant carries it.
+#[derive(Clone)]
+pub struct DeviceHandle(pub(crate) Arc<dyn crate::device::Dut>);
+
+impl std::fmt::Debug for DeviceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // How the device is reached is the operator's secret; the grant only says it has one.
+        f.write_str("DeviceHandle")
+    }
 }
 
 impl Grant {
@@ -394,6 +442,10 @@ impl Grant {
             Capability::Secrets,
             Capability::Network,
             Capability::Http,
+            Capability::Power,
+            Capability::Console,
+            Capability::Exec,
+            Capability::Flash,
         ] {
             if !plugin.has(cap) {
                 interface_refusals.insert(cap, format!("the plugin's manifest does not declare `{cap}`"));
@@ -493,7 +545,17 @@ impl Grant {
             None => policy.limits.clone(),
         };
 
-        Ok(Self { interfaces, interface_refusals, secrets, mounts, network, env, args: vec![phase.to_owned()], limits })
+        Ok(Self {
+            interfaces,
+            interface_refusals,
+            secrets,
+            mounts,
+            network,
+            env,
+            args: vec![phase.to_owned()],
+            limits,
+            device: None,
+        })
     }
 
     /// The interface kinds this grant links.
@@ -519,6 +581,13 @@ impl Grant {
     /// Replaces the limits (the job engine shortens the timeout to what is left of the job's).
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// Gives the phase the job's device under test. Its handles (`power`, `console`, `exec`,
+    /// `flash`) are reachable only when this grant also links the interface; without a device,
+    /// each call fails with `not-configured`.
+    pub fn set_device(&mut self, device: Arc<dyn crate::device::Dut>) {
+        self.device = Some(DeviceHandle(device));
     }
 
     /// Why a capability kind is not linked, or `None` when it is.

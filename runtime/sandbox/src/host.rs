@@ -21,6 +21,11 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     imports: { default: async },
     exports: { default: async },
+    with: {
+        "phasebox:plugin/console.session": crate::device::ConsoleSession,
+        "phasebox:plugin/exec.process": crate::device::ExecProcess,
+        "phasebox:plugin/flash.writer": crate::device::FlashWriter,
+    },
 });
 
 /// Everything one phase's store holds. Fields are private to the crate: a phase's state is
@@ -35,6 +40,8 @@ pub(crate) struct PhaseState {
     pub(crate) events: EventSender,
     pub(crate) secrets: BTreeMap<String, Secret>,
     pub(crate) network: Arc<NetworkPolicy>,
+    /// The job's device under test, when the phase has one.
+    pub(crate) device: Option<Arc<dyn crate::device::Dut>>,
     /// Held for the store's lifetime when the pooling allocator is in use, so phases wait for
     /// a free slot instead of failing when the pool is full.
     pub(crate) _pool_slot: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -55,8 +62,13 @@ impl WasiHttpView for PhaseState {
 /// Records a capability use. Takes the sender by value so no borrow of the store state is held
 /// across the await (the state is `Send` but not `Sync`).
 async fn record(events: EventSender, grant: &str, call: String, denied: Option<String>) {
-    let event =
-        PhaseEvent::Capability(CapabilityUse { grant: grant.into(), call, allowed: denied.is_none(), reason: denied });
+    let event = PhaseEvent::Capability(CapabilityUse {
+        grant: grant.into(),
+        call,
+        allowed: denied.is_none(),
+        reason: denied,
+        duration_ms: None,
+    });
     let _ = events.send(event).await;
 }
 

@@ -61,8 +61,13 @@ impl WasiHttpHooks for HttpHooks {
 }
 
 async fn record(events: &EventSender, call: String, denied: Option<String>) {
-    let event =
-        PhaseEvent::Capability(CapabilityUse { grant: "http".into(), call, allowed: denied.is_none(), reason: denied });
+    let event = PhaseEvent::Capability(CapabilityUse {
+        grant: "http".into(),
+        call,
+        allowed: denied.is_none(),
+        reason: denied,
+        duration_ms: None,
+    });
     let _ = events.send(event).await;
 }
 

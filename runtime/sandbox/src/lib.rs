@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod device;
 mod engine;
 pub mod error;
 pub mod events;

@@ -162,6 +162,7 @@ impl Sandbox {
             events,
             secrets: granted_secrets,
             network,
+            device: grant.device.clone().map(|d| d.0),
             _pool_slot: pool_slot,
         };
         let mut store = Store::new(&self.engine, state);
@@ -339,6 +340,7 @@ fn build_wasi(
             call: format!("{usage:?} {addr}"),
             allowed: verdict.is_ok(),
             reason: verdict.err(),
+            duration_ms: None,
         });
         let events = events.clone();
         Box::pin(async move {
