@@ -1,0 +1,178 @@
+//! Device handles both ways, with a test double standing in for the device: granted, the
+//! `shell` and `noprovision` plugins reach it; not granted, they do not load; granted without a
+//! device, each call fails with `not-configured`. Secrets named in `secret-env` reach the
+//! command's environment without the plugin seeing them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use phasebox_sandbox::device::{
+    BoxFuture, ConsoleIo, DeviceFailure, Dut, ExecCommand, ExecEvent, ExecIo, FlashIo, PowerAction, PowerState,
+};
+use phasebox_sandbox::events::Stream;
+use phasebox_sandbox::{
+    CancellationToken, Capabilities, EngineConfig, FailureKind, Grant, GrantRequest, PhaseEnd, PhaseEvent, PhaseInput,
+    Policy, Sandbox, SandboxError, Secret,
+};
+use serde_json::json;
+
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        phasebox_guests::build().expect("building guest plugins");
+        let cache = phasebox_guests::out_dir().join("../phasebox-test-cache");
+        Sandbox::new(EngineConfig { max_instances: 8, cache_dir: Some(cache), ..EngineConfig::default() }).unwrap()
+    })
+}
+
+/// A device that runs nothing: it answers each command with one line naming it and the
+/// environment variable names it got, exits with the status a trailing `exit N` asks for, and
+/// remembers the environment values so the test can check what reached the "device".
+#[derive(Default)]
+struct FakeDut {
+    seen_env: Mutex<Vec<(String, String)>>,
+}
+
+struct FakeProcess {
+    events: Vec<ExecEvent>,
+}
+
+impl ExecIo for FakeProcess {
+    fn next(&mut self) -> BoxFuture<'_, Result<ExecEvent, DeviceFailure>> {
+        let event = if self.events.is_empty() { ExecEvent::Exited(0) } else { self.events.remove(0) };
+        Box::pin(async move { Ok(event) })
+    }
+}
+
+impl Dut for FakeDut {
+    fn power(&self, _: PowerAction) -> BoxFuture<'_, Result<PowerState, DeviceFailure>> {
+        Box::pin(async { Ok(PowerState::On) })
+    }
+    fn console(&self) -> BoxFuture<'_, Result<Box<dyn ConsoleIo>, DeviceFailure>> {
+        Box::pin(async { Err(DeviceFailure::NotConfigured) })
+    }
+    fn exec(&self, command: ExecCommand) -> BoxFuture<'_, Result<Box<dyn ExecIo>, DeviceFailure>> {
+        let names: Vec<&str> = command.env.iter().map(|(k, _)| k.as_str()).collect();
+        let line = format!("ran {:?} with env {names:?}\n", command.command);
+        self.seen_env.lock().unwrap().extend(command.env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
+        let code = command.command.rsplit_once("exit ").and_then(|(_, n)| n.trim().parse().ok()).unwrap_or(0);
+        let events = vec![ExecEvent::Output(Stream::Stdout, Bytes::from(line)), ExecEvent::Exited(code)];
+        Box::pin(async move { Ok(Box::new(FakeProcess { events }) as Box<dyn ExecIo>) })
+    }
+    fn copy_to(&self, _: String, _: Vec<u8>) -> BoxFuture<'_, Result<(), DeviceFailure>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn copy_from(&self, _: String) -> BoxFuture<'_, Result<Vec<u8>, DeviceFailure>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn flash(&self) -> BoxFuture<'_, Result<Box<dyn FlashIo>, DeviceFailure>> {
+        Box::pin(async { Err(DeviceFailure::NotConfigured) })
+    }
+}
+
+struct Ran {
+    end: PhaseEnd,
+    stdout: String,
+    device_calls: Vec<String>,
+}
+
+async fn run(
+    plugin: &str,
+    policy: &Policy,
+    device: Option<Arc<FakeDut>>,
+    data: serde_json::Value,
+) -> Result<Ran, SandboxError> {
+    let plugin = sandbox().load_file(&phasebox_guests::path(plugin)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The phase declares the one secret, when its plugin may read secrets at all.
+    let declared = if plugin.manifest().capabilities.secrets.is_empty() { vec![] } else { vec!["API_TOKEN".into()] };
+    let ask = GrantRequest { secrets: declared, ..Default::default() };
+    let mut grant = Grant::resolve("test", &plugin.manifest().capabilities, policy, &ask, dir.path())?;
+    if let Some(d) = device {
+        grant.set_device(d);
+    }
+    let secrets: BTreeMap<String, Secret> = [("API_TOKEN".to_string(), Secret::new("s3cret-token-value"))].into();
+    let input = PhaseInput { phase: "test".into(), job_id: "job".into(), data_json: data.to_string(), dut: vec![] };
+    let (tx, mut rx) = phasebox_sandbox::channel();
+    let drain = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        events
+    });
+    let report = sandbox().run_phase(&plugin, &grant, &input, &secrets, tx, CancellationToken::new()).await?;
+    let events = drain.await.unwrap();
+    let mut stdout = String::new();
+    let mut device_calls = Vec::new();
+    for e in events {
+        match e {
+            PhaseEvent::Output { data, .. } => stdout.push_str(&String::from_utf8_lossy(&data)),
+            PhaseEvent::Capability(c) if c.grant == "exec" => {
+                assert!(c.duration_ms.is_some(), "device calls carry their duration");
+                device_calls.push(c.call);
+            }
+            _ => {}
+        }
+    }
+    Ok(Ran { end: report.end, stdout, device_calls })
+}
+
+fn open_policy() -> Policy {
+    Policy { allow: Capabilities::everything(), ..Policy::default() }
+}
+
+#[tokio::test]
+async fn shell_runs_test_cmds_on_the_device_with_secrets_in_its_environment() {
+    let dut = Arc::new(FakeDut::default());
+    let data = json!({"test_cmds": "make check", "secrets": {"API_TOKEN": "lab/token"}});
+    let ran = run("shell", &open_policy(), Some(dut.clone()), data).await.unwrap();
+    assert!(ran.end.passed(), "{}", ran.end);
+    assert!(ran.stdout.contains("ran \"make check\" with env [\"API_TOKEN\"]"), "{}", ran.stdout);
+    assert!(!ran.stdout.contains("s3cret-token-value"));
+    assert_eq!(*dut.seen_env.lock().unwrap(), [("API_TOKEN".to_string(), "s3cret-token-value".to_string())]);
+    assert!(ran.device_calls.iter().any(|c| c.starts_with("run \"make check\"")), "{:?}", ran.device_calls);
+}
+
+#[tokio::test]
+async fn a_failing_command_is_a_test_failure() {
+    let ran =
+        run("shell", &open_policy(), Some(Arc::new(FakeDut::default())), json!({"test_cmds": "exit 3"})).await.unwrap();
+    assert!(
+        matches!(&ran.end, PhaseEnd::Failed { kind: FailureKind::TestFailure, message } if message.contains("status 3"))
+    );
+}
+
+#[tokio::test]
+async fn an_undeclared_secret_does_not_reach_the_device() {
+    let dut = Arc::new(FakeDut::default());
+    let data = json!({"test_cmds": "env", "secrets": {"OTHER": "lab/other"}});
+    let ran = run("shell", &open_policy(), Some(dut.clone()), data).await.unwrap();
+    assert!(
+        matches!(&ran.end, PhaseEnd::Failed { kind: FailureKind::InfraError, message } if message.contains("not granted")),
+        "{}",
+        ran.end
+    );
+    assert!(dut.seen_env.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn without_the_exec_grant_the_plugin_does_not_load() {
+    let policy = Policy { allow: Capabilities { exec: false, ..Capabilities::everything() }, ..Policy::default() };
+    let err = run("noprovision", &policy, Some(Arc::new(FakeDut::default())), json!({})).await.err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("phasebox:plugin/exec") && msg.contains("`exec` grant"), "{msg}");
+}
+
+#[tokio::test]
+async fn granted_without_a_device_each_call_is_not_configured() {
+    let ran = run("noprovision", &open_policy(), None, json!({})).await.unwrap();
+    assert!(
+        matches!(&ran.end, PhaseEnd::Failed { kind: FailureKind::InfraError, message } if message.contains("NotConfigured")),
+        "{}",
+        ran.end
+    );
+    let ran = run("noprovision", &open_policy(), Some(Arc::new(FakeDut::default())), json!({})).await.unwrap();
+    assert!(ran.end.passed(), "{}", ran.end);
+}
