@@ -288,10 +288,9 @@ impl exec::Host for PhaseState {
             match self.secrets.get(name) {
                 Some(value) => env.push((name.clone(), value.clone())),
                 None => {
-                    let result: Result<(), _> =
-                        Err(DeviceFailure::Failed(format!("secret {name:?} is not granted to this phase")));
-                    record(&self.events, "exec", call, started, &result).await;
-                    return Err(to_wit(result.unwrap_err()));
+                    let failure = DeviceFailure::Failed(format!("secret {name:?} is not granted to this phase"));
+                    record::<()>(&self.events, "exec", call, started, &Err(failure.clone())).await;
+                    return Err(to_wit(failure));
                 }
             }
         }
