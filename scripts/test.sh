@@ -12,10 +12,13 @@ fi
 (cd plugins && cargo build --release --locked --quiet)
 # Their unit tests run natively.
 (cd plugins && cargo test --locked --quiet --target "$(rustc -vV | sed -n 's/^host: //p')")
+# The C, JavaScript and Python example plugins, for runtime/sandbox/tests/languages.rs: installs
+# their pinned toolchains when missing and rebuilds only what changed.
+plugins/examples/build.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast "$@"
-    cargo test --workspace --locked --doc --quiet
+    cargo nextest run --workspace --no-fail-fast "$@"
+    cargo test --workspace --doc --quiet
 else
-    cargo test --workspace --locked --no-fail-fast "$@"
+    cargo test --workspace --no-fail-fast "$@"
 fi
