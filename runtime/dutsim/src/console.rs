@@ -1,0 +1,64 @@
+//! The simulated DUT's serial console, served over raw TCP like ser2net does: every client
+//! sees the DUT's output from the moment it connects, and what any client types goes to the
+//! DUT. The console server itself stays up while the DUT is off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::machine::Machine;
+
+pub(crate) async fn serve(listener: TcpListener, machine: Arc<Machine>) {
+    loop {
+        let socket = tokio::select! {
+            _ = machine.token.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dutsim console accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let machine = machine.clone();
+        machine.tasks.clone().spawn(client(socket, machine));
+    }
+}
+
+async fn client(socket: TcpStream, machine: Arc<Machine>) {
+    let _ = socket.set_nodelay(true);
+    let mut output = machine.subscribe_console();
+    let (mut reader, mut writer) = socket.into_split();
+    let to_client = async {
+        loop {
+            match output.recv().await {
+                Ok(data) => {
+                    if writer.write_all(&data).await.is_err() {
+                        return;
+                    }
+                }
+                // A client too slow to keep up misses output, as on a real serial line.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    };
+    let from_client = async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => machine.console_input(&buffer[..n]),
+            }
+        }
+    };
+    tokio::select! {
+        () = to_client => {}
+        () = from_client => {}
+        () = machine.token.cancelled() => {}
+    }
+}
