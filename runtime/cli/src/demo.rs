@@ -146,12 +146,94 @@ pub async fn run() -> anyhow::Result<Verdict> {
     println!();
     if all_as_expected {
         println!("Every attempt came out as its grant says: what was granted worked, nothing else did.");
-        println!("(The environment read above is allowed but empty: a phase sees none of the host's.)");
-        Ok(Verdict::Success)
+        println!("(The environment read above is allowed but empty: a phase sees none of the host's.)\n");
     } else {
-        println!("Some attempts did not come out as expected (marked above).");
-        Ok(Verdict::NotPassed)
+        println!("Some attempts did not come out as expected (marked above).\n");
     }
+
+    let job_passed = whole_job().await?;
+    Ok(if all_as_expected && job_passed { Verdict::Success } else { Verdict::NotPassed })
+}
+
+/// The demo job: Testflinger YAML with no plugin named; the runner's defaults pick
+/// `noprovision` and `shell`, and the declared secret reaches the command on the device only.
+const DEMO_JOB: &str = r#"
+job_queue: sim-dut
+name: demo job on a simulated device
+provision_data:
+  skip: false
+test_data:
+  test_cmds: |
+    echo "running on $(hostname) with image $DUT_IMAGE"
+    echo "the token the test got: $DEMO_TOKEN"
+    echo "the same token in base64: $(printf %s "$DEMO_TOKEN" | base64)"
+    uname -s
+  secrets:
+    DEMO_TOKEN: demo/token
+"#;
+
+const DEMO_TOKEN: &str = "demo-token-0123456789";
+
+/// Runs [`DEMO_JOB`] against a simulated device under test, reached over SSH.
+async fn whole_job() -> anyhow::Result<bool> {
+    use phasebox_job::{DeviceDut, JobInputs, JobPlan, JobSpec, PluginSet, RunnerConfig, TerminalRenderer};
+
+    println!("== a whole job on a simulated device under test (SSH, console, power controller)");
+    let sim = phasebox_dutsim::DutSim::start(phasebox_dutsim::DutSimConfig {
+        name: "sim-dut-1".into(),
+        ..Default::default()
+    })
+    .await?;
+    println!("   device sim-dut-1: ssh {}, console {}, power {}", sim.ssh_addr(), sim.console_addr(), sim.power_url());
+    let device = phasebox_device::Device::new(sim.device_config())?;
+
+    let plugin = |name: &str| format!("{:?}", phasebox_guests::path(name).display().to_string());
+    let runner_toml = format!(
+        r#"
+plugins = [{hello}, {shell}, {noprovision}]
+[defaults]
+provision = "noprovision"
+test = "shell"
+[dut]
+name = "sim-dut-1"
+[policy.allow]
+results = true
+secrets = ["*"]
+exec = true
+"#,
+        hello = plugin("hello"),
+        shell = plugin("shell"),
+        noprovision = plugin("noprovision"),
+    );
+    let runner = RunnerConfig::from_toml(&runner_toml, Path::new("."))?;
+    let plugins = PluginSet::load(&runner)?;
+    let spec = JobSpec::from_yaml(DEMO_JOB)?;
+    let job_dir = tempfile::tempdir()?;
+    let mut plan = JobPlan::new(&spec, &runner, &plugins, job_dir.path())?;
+    plan.attach_device(Arc::new(DeviceDut(Arc::new(device))));
+
+    let secrets: BTreeMap<String, Secret> = [("DEMO_TOKEN".to_string(), Secret::new(DEMO_TOKEN))].into();
+    let mut terminal = TerminalRenderer::stderr();
+    let outcome =
+        phasebox_job::run_job(&plan, JobInputs { secrets, attachments: None }, &mut terminal, CancellationToken::new())
+            .await?;
+    terminal.finish();
+    sim.shutdown().await;
+
+    let out = std::env::temp_dir().join(format!("phasebox-demo-{}", std::process::id()));
+    let written = phasebox_job::write_outputs(&outcome, &out)?;
+    println!("\n   results   {}", written.results.display());
+    println!("   junit     {}", written.junit.display());
+    println!("   events    {}", written.events.display());
+    let results = std::fs::read_to_string(&written.results)?;
+    let events = std::fs::read_to_string(&written.events)?;
+    let leaked = [results.as_str(), events.as_str()].iter().any(|t| t.contains(DEMO_TOKEN));
+    if leaked {
+        println!("   the secret leaked into the results or events");
+    } else {
+        println!("   the secret appears nowhere in the results or events: it was redacted on the way out");
+    }
+    Ok(outcome.passed() && !leaked)
 }
 
 fn load(sandbox: &Sandbox, name: &str) -> anyhow::Result<Arc<Plugin>> {

@@ -5,6 +5,7 @@
 //! - 1: it ran, and what it ran did not pass;
 //! - 2: it could not run (bad arguments, unreadable files, a plugin that does not load).
 
+mod check;
 mod demo;
 mod inspect;
 mod run;
@@ -77,6 +78,18 @@ enum PluginCommand {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Check whether a plugin would load and link under a policy: its world and version, each
+    /// import against what the manifest declares and the policy allows, its declared
+    /// capabilities, size, compile time, and whether the compiled artifact was cached. Exits 1
+    /// when an import would be refused.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The operator's policy (TOML: `[allow]`, `[env]`, `[limits]`); without it, only the
+        /// manifest is checked.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
 }
 
 /// What a verb reports back to `main`.
@@ -98,6 +111,7 @@ fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::Embed { file, manifest, output } } => {
             inspect::embed(&file, &manifest, &output)
         }
+        Command::Plugin { command: PluginCommand::Check { file, policy } } => check::check(&file, policy.as_deref()),
     };
     match result {
         Ok(Verdict::Success) => ExitCode::SUCCESS,

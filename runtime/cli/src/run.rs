@@ -42,7 +42,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
     let plugins = PluginSet::load(&runner)?;
     let spec = load_job(&args.job)?;
     let job_dir = tempfile::Builder::new().prefix("phasebox-job-").tempdir().context("creating the job directory")?;
-    let plan = JobPlan::new(&spec, &runner, &plugins, job_dir.path())?;
+    let mut plan = JobPlan::new(&spec, &runner, &plugins, job_dir.path())?;
+    if let Some(path) = &runner.device {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config = phasebox_device::DeviceConfig::from_toml_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let device = phasebox_device::Device::new(config).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        plan.attach_device(std::sync::Arc::new(phasebox_job::DeviceDut(std::sync::Arc::new(device))));
+    }
 
     // Secrets come from files (never from the command line, where other users could see
     // them); a job names them in test_data.secrets.

@@ -19,6 +19,11 @@ fn demo_passes() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Every attempt came out as its grant says"), "{stdout}");
     assert!(!stdout.contains("unexpected"), "{stdout}");
+    // The whole job on the simulated device: the declared secret reached the command and was
+    // redacted on the way out, in plain and base64 form.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the token the test got: **") && !stderr.contains("demo-token-0123456789"), "{stderr}");
+    assert!(stdout.contains("the secret appears nowhere in the results or events"), "{stdout}");
 }
 
 #[test]

@@ -81,6 +81,13 @@ pub struct RunnerConfig {
     /// The device under test.
     #[serde(default)]
     pub dut: DutConfig,
+
+    /// How the host reaches the device under test: a device configuration file (see
+    /// `config/device.toml`), relative to this file. Plugins get its handles (`power`,
+    /// `console`, `exec`, `flash`) where their grants link them. Default: none, and every
+    /// handle call fails with `not-configured`.
+    #[serde(default)]
+    pub device: Option<PathBuf>,
 }
 
 /// The device under test, as plugins and results see it. Only public facts belong here:
@@ -145,6 +152,7 @@ impl Default for RunnerConfig {
             engine: EngineConfig::default(),
             policy: Policy::default(),
             dut: DutConfig::default(),
+            device: None,
         }
     }
 }
@@ -174,6 +182,11 @@ impl RunnerConfig {
             && cache.is_relative()
         {
             *cache = base_dir.join(&*cache);
+        }
+        if let Some(device) = &mut config.device
+            && device.is_relative()
+        {
+            *device = base_dir.join(&*device);
         }
         config.validate().map_err(bad)?;
         Ok(config)

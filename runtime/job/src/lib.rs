@@ -47,6 +47,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod events;
 pub mod junit;
@@ -61,6 +62,7 @@ pub mod status;
 pub mod timeouts;
 
 pub use config::{DutConfig, RunnerConfig};
+pub use device::DeviceDut;
 pub use error::JobError;
 pub use events::{
     CaseStatus, EndReason, EventRecord, JobEvent, JobSink, JobState, JsonlSink, LogLevel, NullSink, OutputStream,

@@ -72,6 +72,19 @@ pub struct JobPlan {
     pub(crate) attachment_sources: Vec<PathBuf>,
 }
 
+impl JobPlan {
+    /// Gives every phase the job's device under test. Its handles are reachable only where a
+    /// phase's grant links them (the plugin declares them and the policy allows them); without
+    /// a device, each handle call fails with `not-configured`.
+    pub fn attach_device(&mut self, dut: Arc<dyn phasebox_sandbox::device::Dut>) {
+        for planned in &mut self.phases {
+            if let PhaseAction::Run(run) = &mut planned.action {
+                run.grant.set_device(dut.clone());
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for JobPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobPlan")
@@ -352,6 +365,19 @@ impl Planner<'_> {
         let policy = &self.runner.policy;
 
         let mut ask = request(self.job_id, phase, block)?;
+        // Testflinger hands `test_data.secrets` to the test phase's commands. A test plugin
+        // that may read secrets gets them declared without a phasebox block, so a plain
+        // Testflinger job keeps working; a plugin that reads none is not given any.
+        if phase == Phase::Test
+            && !manifest.secrets.is_empty()
+            && let Some(map) = self.spec.test_data.as_ref().and_then(|t| t.secrets.as_ref())
+        {
+            for name in map.names() {
+                if !ask.secrets.iter().any(|s| s == name) {
+                    ask.secrets.push(name.to_owned());
+                }
+            }
+        }
         let asks_for = |ask: &GrantRequest, guest: &str| ask.files.iter().any(|f| f.path == guest);
         if self.attachment_phases.contains(&phase) && !asks_for(&ask, ATTACHMENTS_MOUNT) {
             let rule = FileRule {
@@ -411,7 +437,7 @@ impl Planner<'_> {
             data_json: phase_data(self.json, phase),
             dut: self.runner.dut.plugin_facts(),
         };
-        let secrets = block.map(|b| b.secrets.clone()).unwrap_or_default();
+        let secrets = ask.secrets.clone();
         Ok(PhaseAction::Run(Box::new(PhaseRun { plugin, grant, input, timeouts, secrets })))
     }
 
