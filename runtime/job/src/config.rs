@@ -246,31 +246,7 @@ impl RunnerConfig {
     }
 }
 
-/// serde adapter: durations as `"90s"`, `"15m"`, `"2h30m"`, `"1500ms"` or whole seconds.
-mod duration {
-    use std::time::Duration;
-
-    use phasebox_sandbox::units::{format_duration, parse_duration};
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Duration::from_secs(n)),
-            Raw::Text(t) => parse_duration(&t).map_err(D::Error::custom),
-        }
-    }
-}
+use phasebox_sandbox::units::serde_duration as duration;
 
 #[cfg(test)]
 mod tests {

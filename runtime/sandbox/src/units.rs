@@ -84,8 +84,9 @@ pub fn format_size(n: u64) -> String {
     format!("{n}B")
 }
 
-/// serde adapters so config files can write `timeout = "2h30m"` or `timeout = 90`.
-pub(crate) mod serde_duration {
+/// serde adapters so config files can write `timeout = "2h30m"` or `timeout = 90`: use with
+/// `#[serde(with = "phasebox_sandbox::units::serde_duration")]`.
+pub mod serde_duration {
     use super::*;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
@@ -96,10 +97,12 @@ pub(crate) mod serde_duration {
         Text(String),
     }
 
+    /// Writes a duration as text, e.g. `"2h30m"`.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_duration(*d))
     }
 
+    /// Reads whole seconds or a duration text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Secs(n) => Ok(Duration::from_secs(n)),
@@ -108,8 +111,9 @@ pub(crate) mod serde_duration {
     }
 }
 
-/// serde adapters so config files can write `memory = "256MiB"` or `memory = 268435456`.
-pub(crate) mod serde_size {
+/// serde adapters so config files can write `memory = "256MiB"` or `memory = 268435456`: use
+/// with `#[serde(with = "phasebox_sandbox::units::serde_size")]`.
+pub mod serde_size {
     use super::*;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
@@ -120,10 +124,12 @@ pub(crate) mod serde_size {
         Text(String),
     }
 
+    /// Writes a size as text, e.g. `"64MiB"`.
     pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_size(*n))
     }
 
+    /// Reads bytes or a size text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Bytes(n) => Ok(n),
