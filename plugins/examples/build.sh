@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Builds the example plugins in C, JavaScript and Python into dist/<name>.wasm, each with its
+# phasebox.toml embedded, installing the pinned build tools first when they are missing:
+#
+#   plugins/examples/build.sh            build what changed (from anywhere)
+#   plugins/examples/build.sh --force    rebuild all three
+#   plugins/examples/build.sh --check    build all three twice and fail unless each build gives
+#                                        the same sha256 both times
+#
+# Tools, all from the package registries at pinned versions:
+#   C           Debian's clang 14, lld 14, wasi-libc and the wasm32 compiler-rt (apt), plus
+#               tool/ (a small Rust program over the wit-bindgen-c, wit-component and
+#               wasi-preview1-component-adapter-provider crates, locked by tool/Cargo.lock)
+#   JavaScript  @bytecodealliance/componentize-js (npm, locked by js/package-lock.json)
+#   Python      componentize-py (PyPI, pinned with its hash in python/requirements.txt)
+#
+# A plugin is rebuilt only when one of its inputs (sources, manifest, WIT, lock files, tool
+# versions) changed since its last build, so running this before every test run costs seconds.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+here=$(pwd)
+wit_dir=$(cd ../../wit && pwd)
+
+# ---- pinned versions ------------------------------------------------------------------------
+# Debian bookworm's; each package's version is part of the C plugin's inputs.
+apt_packages=(
+    clang-14=1:14.0.6-12
+    lld-14=1:14.0.6-12
+    libclang-rt-14-dev-wasm32=1:14.0.6-12
+    wasi-libc=0.0~git20220510.9886d3d-2
+)
+componentize_js_version=0.23.0 # must match js/package.json and js/package-lock.json
+componentize_py_version=0.25.1 # must match python/requirements.txt
+
+force=0
+check=0
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        --check) check=1 force=1 ;;
+        *)
+            echo "usage: $0 [--force | --check]" >&2
+            exit 2
+            ;;
+    esac
+done
+
+mkdir -p build dist
+host_triple=$(rustc -vV | sed -n 's/^host: //p')
+tool="$here/tool/target/$host_triple/release/phasebox-plugin-tool"
+
+step() { printf '== %s\n' "$*"; }
+
+# ---- tools ----------------------------------------------------------------------------------
+
+install_c_tools() {
+    local missing=()
+    for pinned in "${apt_packages[@]}"; do
+        local name=${pinned%%=*} version=${pinned#*=}
+        if [ "$(dpkg-query -W -f '${Version}' "$name" 2>/dev/null || true)" != "$version" ]; then
+            missing+=("$pinned")
+        fi
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "installing ${missing[*]} (apt)"
+        local sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # The host build sets these for itself; they must not reach this build for another purpose.
+    # The explicit --target keeps plugins/.cargo/config.toml (wasm32-wasip2) from applying.
+    (
+        cd tool
+        env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
+            cargo build --release --locked --quiet --target "$host_triple"
+    )
+}
+
+install_js_tools() {
+    # Installs exactly what package-lock.json says, checking each package's integrity hash.
+    # `npm ci` would be the usual way, but it refuses this tree: jco-node-fs 0.3.2 and
+    # componentize-qjs's binding name optional per-platform packages that were never published
+    # (e.g. jco-node-fs-linux-arm64-musl@0.3.2), so the lock cannot list them and ci's
+    # package.json/lock comparison fails. `npm install` with the lock present installs the
+    # locked versions too; the lock's sha256 is compared afterwards, so a run that would have
+    # changed it fails instead. Runs only when the lock changed since the last install.
+    local stamp=js/node_modules/.phasebox-lock-sha256
+    local want
+    want=$(sha256sum js/package-lock.json | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+        step "installing componentize-js $componentize_js_version (npm, from package-lock.json)"
+        cp js/package-lock.json build/package-lock.json.before
+        (cd js && npm install --no-audit --no-fund --loglevel=error)
+        if ! cmp -s js/package-lock.json build/package-lock.json.before; then
+            cp build/package-lock.json.before js/package-lock.json
+            echo "npm wanted to change js/package-lock.json; update it on purpose (npm install in js/) and commit it" >&2
+            exit 1
+        fi
+        echo "$want" >"$stamp"
+    fi
+}
+
+install_python_tools() {
+    local stamp=build/venv/.phasebox-requirements-sha256
+    local want
+    want=$(sha256sum python/requirements.txt | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+        step "installing componentize-py $componentize_py_version (pip, hash-checked)"
+        rm -rf build/venv
+        python3 -m venv build/venv
+        build/venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r python/requirements.txt
+        echo "$want" >"$stamp"
+    fi
+}
+
+# ---- builds ---------------------------------------------------------------------------------
+
+# The sha256 of everything a plugin's bytes depend on, so an unchanged plugin is not rebuilt.
+inputs_hash() {
+    local lang=$1
+    {
+        printf '%s\n' "${apt_packages[@]}" "$componentize_js_version" "$componentize_py_version"
+        find "$lang" "$wit_dir" tool/Cargo.lock tool/src build.sh \
+            \( -path "$lang/node_modules" -o -name __pycache__ \) -prune -o -type f -print | LC_ALL=C sort | xargs sha256sum
+    } | sha256sum | cut -d' ' -f1
+}
+
+# Embeds the manifest, checks the imports against it and publishes dist/<name>.wasm.
+finish() {
+    local lang=$1 component=$2 name=$3
+    "$tool" embed-manifest "$component" "$lang/phasebox.toml" "build/$name.wasm"
+    # The host refuses a plugin that imports what its grant leaves out, so an import that the
+    # manifest does not declare is a build error, not a surprise at run time.
+    python3 ../component-imports.py --manifest "$lang/phasebox.toml" "build/$name.wasm" >/dev/null
+    mv "build/$name.wasm" "dist/$name.wasm"
+}
+
+build_c() {
+    local out=build/c
+    rm -rf "$out"
+    mkdir -p "$out"
+    "$tool" c-bindings "$wit_dir" phase "$out"
+    # -mexec-model=reactor: a library with exports and no main, which is what a phase is.
+    # --strip-debug: no DWARF (and with it no build paths), a third of the size.
+    clang-14 --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -O2 -std=c11 \
+        -Wall -Wextra -Werror -I"$out" -Wl,--strip-debug \
+        -o "$out/core.wasm" c/plugin.c c/json.c c/sha256.c "$out/phase.c" "$out/phase_component_type.o"
+    "$tool" componentize "$out/core.wasm" "$out/component.wasm"
+    finish c "$out/component.wasm" verify-c
+}
+
+build_js() {
+    local out=build/js
+    rm -rf "$out"
+    mkdir -p "$out/wit/deps"
+    # The plugin's world (js/wit/world.wit) includes phasebox's and imports two WASI interfaces
+    # directly; its dependencies are phase.wit and the WASI packages of the version
+    # componentize-js's engine imports, taken from the npm tree the lock file pinned.
+    cp js/wit/world.wit "$out/wit/"
+    mkdir -p "$out/wit/deps/phasebox-plugin"
+    cp "$wit_dir/phase.wit" "$out/wit/deps/phasebox-plugin/"
+    local wasi=js/node_modules/@bytecodealliance/jco/lib/wit/builtin/0.2.12
+    for package in io clocks filesystem sockets; do
+        cp -r "$wasi/wasi-$package" "$out/wit/deps/"
+    done
+    # -d http -d fetch-event: without them the engine imports wasi:http (and exports an
+    # incoming handler), and the host would refuse the plugin unless it were granted `http`.
+    js/node_modules/.bin/componentize-js js/plugin.js --wit "$out/wit" --world-name plugin \
+        -d http -d fetch-event -o "$out/component.wasm" >"$out/componentize.log"
+    finish js "$out/component.wasm" verify-js
+}
+
+build_python() {
+    local out=build/python
+    rm -rf "$out"
+    mkdir -p "$out/wit/deps/phasebox-plugin"
+    # The plugin's world (python/wit/world.wit) names the phasebox imports it uses; its one
+    # dependency is phase.wit.
+    cp python/wit/world.wit "$out/wit/"
+    cp "$wit_dir/phase.wit" "$out/wit/deps/phasebox-plugin/"
+    # The app's modules are copied out first: the CPython inside componentize-py imports them
+    # while it builds and writes __pycache__ beside them, which must not land in the sources.
+    mkdir -p "$out/app"
+    cp python/*.py "$out/app/"
+    # -p: the app's own modules, and nothing from the machine's site-packages.
+    build/venv/bin/componentize-py -d "$out/wit" -w plugin componentize -p "$out/app" app \
+        -o "$out/component.wasm" >"$out/componentize.log"
+    finish python "$out/component.wasm" verify-python
+}
+
+build_one() {
+    local lang=$1 name=verify-$1
+    local hash
+    hash=$(inputs_hash "$lang")
+    if [ $force -eq 0 ] && [ -f "dist/$name.wasm" ] && [ "$(cat "build/$name.inputs" 2>/dev/null || true)" = "$hash" ]; then
+        echo "$name is up to date"
+        return
+    fi
+    local started=$SECONDS
+    step "building $name"
+    "build_$lang"
+    echo "$hash" >"build/$name.inputs"
+    echo "$name built in $((SECONDS - started)) s"
+}
+
+# ---- main -----------------------------------------------------------------------------------
+
+started=$SECONDS
+install_c_tools
+install_js_tools
+install_python_tools
+echo "tools ready in $((SECONDS - started)) s"
+
+languages=(c js python)
+for lang in "${languages[@]}"; do
+    build_one "$lang"
+done
+
+if [ $check -eq 1 ]; then
+    # Build each plugin a second time from the same inputs and compare the bytes.
+    declare -A first
+    for lang in "${languages[@]}"; do
+        first[$lang]=$(sha256sum "dist/verify-$lang.wasm" | cut -d' ' -f1)
+    done
+    differ=()
+    for lang in "${languages[@]}"; do
+        "build_$lang"
+        second=$(sha256sum "dist/verify-$lang.wasm" | cut -d' ' -f1)
+        echo "verify-$lang: ${first[$lang]} then $second"
+        [ "${first[$lang]}" = "$second" ] || differ+=("verify-$lang")
+    done
+    if [ ${#differ[@]} -gt 0 ]; then
+        echo "not reproducible: ${differ[*]}" >&2
+        exit 1
+    fi
+    echo "reproducible: each plugin built twice to the same sha256"
+fi
+
+(cd dist && for f in *.wasm; do printf '%10d  %s  %s\n' "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -d' ' -f1)" "$f"; done)

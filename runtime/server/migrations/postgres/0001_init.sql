@@ -1,0 +1,121 @@
+-- phasebox server store, PostgreSQL dialect. Times are microseconds since the Unix epoch; JSON is TEXT.
+
+CREATE TABLE jobs (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    priority BIGINT NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    agent TEXT,
+    attachments_status TEXT,
+    client_id TEXT,
+    job_data TEXT NOT NULL,
+    result_data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX jobs_waiting ON jobs (queue, priority DESC, seq) WHERE state = 'waiting';
+CREATE INDEX jobs_queue ON jobs (queue, seq);
+CREATE INDEX jobs_state ON jobs (state);
+CREATE INDEX jobs_created ON jobs (created_at);
+
+CREATE TABLE job_exclusions (
+    job_seq BIGINT NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
+    agent TEXT NOT NULL,
+    PRIMARY KEY (job_seq, agent)
+);
+
+CREATE TABLE job_tags (
+    job_seq BIGINT NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (job_seq, tag)
+);
+CREATE INDEX job_tags_tag ON job_tags (tag);
+
+CREATE TABLE log_fragments (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    log_type TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    fragment_number BIGINT NOT NULL,
+    timestamp BIGINT NOT NULL,
+    log_data TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX log_fragments_job ON log_fragments (job_id, log_type, fragment_number);
+
+CREATE TABLE job_events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX job_events_job ON job_events (job_id, id);
+
+CREATE TABLE agents (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE provision_logs (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE queues (
+    name TEXT PRIMARY KEY,
+    description TEXT,
+    images TEXT,
+    updated_at BIGINT
+);
+
+CREATE TABLE queue_wait_times (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue TEXT NOT NULL,
+    wait_seconds BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX queue_wait_times_queue ON queue_wait_times (queue);
+
+CREATE TABLE restricted_queues (
+    queue TEXT PRIMARY KEY
+);
+
+CREATE TABLE clients (
+    client_id TEXT PRIMARY KEY,
+    secret_hash TEXT,
+    role TEXT NOT NULL,
+    max_priority TEXT NOT NULL DEFAULT '{}',
+    allowed_queues TEXT NOT NULL DEFAULT '[]',
+    max_reservation_time TEXT NOT NULL DEFAULT '{}',
+    email TEXT,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    issued_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked BIGINT NOT NULL DEFAULT 0,
+    last_accessed BIGINT NOT NULL
+);
+
+CREATE TABLE secrets (
+    namespace TEXT NOT NULL,
+    path TEXT NOT NULL,
+    nonce BYTEA NOT NULL,
+    ciphertext BYTEA NOT NULL,
+    ephemeral BIGINT NOT NULL,
+    expires_at BIGINT,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (namespace, path)
+);
+
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);

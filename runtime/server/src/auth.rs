@@ -1,0 +1,366 @@
+//! Authentication and authorization.
+//!
+//! * Clients (Testflinger's `client_permissions`) authenticate with HTTP Basic
+//!   `client_id:client_secret` at `POST /v1/oauth2/token`; secrets are stored as Argon2id PHC
+//!   strings. They get an HS256 access token (10 min) whose `permissions` claim carries the
+//!   client's role and limits, and an opaque refresh token (stored as its SHA-256).
+//! * [`Caller`] is the extractor every handler takes. It never rejects by itself: the handler
+//!   calls [`Caller::require`] with the roles of its row in the endpoint table, which yields
+//!   401/403 exactly as Testflinger does (reference §3.2). Endpoint access is not hierarchical.
+//! * Library functions for the `phasebox server` admin commands: [`create_client`],
+//!   [`grant_role`], [`set_client_secret`], [`delete_client`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::LazyLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::request::Parts;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::jwt::TokenError;
+use crate::state::AppState;
+pub use crate::store::Role;
+use crate::store::{ClientRecord, Store, StoreError};
+
+/// The admin client that the API may neither change nor delete (Testflinger's bootstrap id).
+pub const PROTECTED_CLIENT: &str = "testflinger-admin";
+
+/// Roles of agent-only endpoints.
+pub const AGENT: &[Role] = &[Role::Agent];
+/// Roles of user endpoints (contributor, manager, admin).
+pub const USERS: &[Role] = &[Role::Admin, Role::Manager, Role::Contributor];
+/// Every role.
+pub const ANY: &[Role] = &[Role::Admin, Role::Manager, Role::Contributor, Role::Agent];
+/// Agent, manager, admin (agent registration endpoints).
+pub const AGENTS_AND_MANAGERS: &[Role] = &[Role::Admin, Role::Manager, Role::Agent];
+/// Manager, admin.
+pub const MANAGERS: &[Role] = &[Role::Admin, Role::Manager];
+/// Admin only.
+pub const ADMIN: &[Role] = &[Role::Admin];
+
+/// The `permissions` claim of an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    /// Client id.
+    pub client_id: String,
+    /// Role (`contributor` when the claim has none).
+    pub role: Role,
+    /// Queue (or `*`) → highest priority.
+    pub max_priority: BTreeMap<String, i64>,
+    /// Restricted queues the client may use.
+    pub allowed_queues: Vec<String>,
+    /// Queue (or `*`) → longest reservation (seconds).
+    pub max_reservation_time: BTreeMap<String, i64>,
+}
+
+impl Permissions {
+    fn from_claim(v: &Value) -> Option<Permissions> {
+        let client_id = v.get("client_id")?.as_str()?.to_owned();
+        let role = match v.get("role").and_then(Value::as_str) {
+            Some(r) => Role::parse(r)?,
+            None => Role::Contributor,
+        };
+        let map = |key: &str| -> BTreeMap<String, i64> {
+            v.get(key)
+                .and_then(Value::as_object)
+                .map(|m| m.iter().filter_map(|(k, v)| v.as_i64().map(|n| (k.clone(), n))).collect())
+                .unwrap_or_default()
+        };
+        let allowed_queues = v
+            .get("allowed_queues")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|q| q.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        Some(Permissions {
+            client_id,
+            role,
+            max_priority: map("max_priority"),
+            allowed_queues,
+            max_reservation_time: map("max_reservation_time"),
+        })
+    }
+
+    /// The claim for a client record.
+    pub fn claim(client: &ClientRecord) -> Value {
+        let mut v = json!({
+            "client_id": client.client_id,
+            "role": client.role.as_str(),
+            "max_priority": client.max_priority,
+            "allowed_queues": client.allowed_queues,
+            "max_reservation_time": client.max_reservation_time,
+        });
+        if let Some(email) = &client.email {
+            v["email"] = Value::String(email.clone());
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Identity {
+    Anonymous,
+    Client(Permissions),
+    NotBearer,
+    BadToken(TokenError),
+}
+
+/// Who is calling: extracted from `Authorization` (and the `agent_name` cookie) before the
+/// handler runs.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    identity: Identity,
+    anonymous_access: bool,
+    agent_name: Option<String>,
+}
+
+/// A caller that passed a role check.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The effective role.
+    pub role: Role,
+    /// Token permissions; `None` for anonymous callers.
+    pub permissions: Option<Permissions>,
+}
+
+impl Principal {
+    /// The client id, if authenticated.
+    pub fn client_id(&self) -> Option<&str> {
+        self.permissions.as_ref().map(|p| p.client_id.as_str())
+    }
+}
+
+fn roles_message(allowed: &[Role]) -> String {
+    let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+    format!("Specified action requires role: {}", names.join(", "))
+}
+
+impl Caller {
+    /// Checks that the caller has one of `allowed` roles.
+    pub fn require(&self, allowed: &[Role]) -> ApiResult<Principal> {
+        let principal = match &self.identity {
+            Identity::BadToken(e) if e.is_unauthorized() => return Err(ApiError::Unauthorized(e.to_string())),
+            Identity::BadToken(e) => return Err(ApiError::Forbidden(e.to_string())),
+            Identity::Anonymous | Identity::NotBearer if !self.anonymous_access => {
+                return Err(ApiError::Unauthorized("Authentication is required for specified endpoint".into()));
+            }
+            Identity::NotBearer => return Err(ApiError::Forbidden(roles_message(allowed))),
+            Identity::Anonymous => Principal { role: Role::Contributor, permissions: None },
+            Identity::Client(p) => Principal { role: p.role, permissions: Some(p.clone()) },
+        };
+        if !allowed.contains(&principal.role) {
+            return Err(ApiError::Forbidden(roles_message(allowed)));
+        }
+        Ok(principal)
+    }
+
+    /// The `agent_name` cookie (set by `POST /v1/agents/data/<name>`), trusted as Testflinger does.
+    pub fn agent_name(&self) -> Option<&str> {
+        self.agent_name.as_deref()
+    }
+}
+
+fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts.headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.trim_matches('"').to_owned())
+    })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let identity = match parts.headers.get(AUTHORIZATION).map(|h| h.to_str().unwrap_or("")) {
+            None => Identity::Anonymous,
+            Some(h) => match h.strip_prefix("Bearer ") {
+                None => Identity::NotBearer,
+                Some(token) => {
+                    let now = crate::clock::now_micros() / 1_000_000;
+                    match state.jwt.verify(token.trim(), now, state.config.jwt_leeway_secs as i64) {
+                        Ok(claim) => match Permissions::from_claim(&claim) {
+                            Some(p) => Identity::Client(p),
+                            None => Identity::BadToken(TokenError::Invalid),
+                        },
+                        Err(e) => Identity::BadToken(e),
+                    }
+                }
+            },
+        };
+        Ok(Caller {
+            identity,
+            anonymous_access: state.config.anonymous_access,
+            agent_name: cookie(parts, "agent_name"),
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------ credentials
+
+/// Hashes a client secret (Argon2id, random salt) into a PHC string.
+pub fn hash_secret(secret: &str) -> Result<String, AdminError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| AdminError::Crypto(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| AdminError::Crypto(e.to_string()))?;
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AdminError::Crypto(e.to_string()))
+}
+
+/// Checks a client secret against its stored hash.
+pub fn verify_secret(hash: &str, secret: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash to verify against when the client does not exist, so that unknown and known client
+/// ids take the same time.
+pub static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_secret("phasebox-dummy-secret-for-timing").unwrap_or_default());
+
+/// A new opaque refresh token (48 characters of `[A-Za-z0-9]`, as Testflinger's) and the
+/// SHA-256 hex under which it is stored.
+pub fn new_refresh_token() -> (String, String) {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut token = String::with_capacity(48);
+    while token.len() < 48 {
+        let mut buf = [0u8; 64];
+        getrandom::fill(&mut buf).expect("the OS random source works");
+        // Rejection sampling: 248 = 4 * 62 keeps the distribution uniform.
+        token.extend(
+            buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[(*b % 62) as usize] as char).take(48 - token.len()),
+        );
+    }
+    let hash = refresh_token_hash(&token);
+    (token, hash)
+}
+
+/// The stored form of a refresh token.
+pub fn refresh_token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+// ----------------------------------------------------------------------------- admin library
+
+/// Errors of the admin functions.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The client exists already.
+    #[error("client '{0}' already exists")]
+    Exists(String),
+    /// No such client.
+    #[error("client '{0}' does not exist")]
+    NotFound(String),
+    /// The secret is shorter than Testflinger's 15 characters.
+    #[error("client secret must be at least 15 characters")]
+    WeakSecret,
+    /// Hashing failed.
+    #[error("cannot hash secret: {0}")]
+    Crypto(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates a client with a secret and role (`phasebox server client create`).
+pub async fn create_client(store: &Store, client_id: &str, secret: &str, role: Role) -> Result<(), AdminError> {
+    if secret.chars().count() < 15 {
+        return Err(AdminError::WeakSecret);
+    }
+    if store.get_client(client_id).await?.is_some() {
+        return Err(AdminError::Exists(client_id.to_owned()));
+    }
+    let secret = secret.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_secret(&secret))
+        .await
+        .map_err(|e| AdminError::Crypto(e.to_string()))??;
+    let record = ClientRecord {
+        client_id: client_id.to_owned(),
+        secret_hash: Some(hash),
+        role,
+        max_priority: BTreeMap::new(),
+        allowed_queues: Vec::new(),
+        max_reservation_time: BTreeMap::new(),
+        email: None,
+    };
+    store.put_client(&record, crate::clock::now_micros()).await?;
+    Ok(())
+}
+
+/// Changes a client's role (`phasebox server client grant`). Takes effect with the client's
+/// next access token.
+pub async fn grant_role(store: &Store, client_id: &str, role: Role) -> Result<(), AdminError> {
+    let mut client = store.get_client(client_id).await?.ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
+    client.role = role;
+    store.put_client(&client, crate::clock::now_micros()).await?;
+    Ok(())
+}
+
+/// Sets the per-queue limits of a client (queue or `*` → value).
+pub async fn set_limits(
+    store: &Store,
+    client_id: &str,
+    max_priority: BTreeMap<String, i64>,
+    max_reservation_time: BTreeMap<String, i64>,
+) -> Result<(), AdminError> {
+    let mut client = store.get_client(client_id).await?.ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
+    client.max_priority = max_priority;
+    client.max_reservation_time = max_reservation_time;
+    store.put_client(&client, crate::clock::now_micros()).await?;
+    Ok(())
+}
+
+/// Replaces a client's secret.
+pub async fn set_client_secret(store: &Store, client_id: &str, secret: &str) -> Result<(), AdminError> {
+    if secret.chars().count() < 15 {
+        return Err(AdminError::WeakSecret);
+    }
+    let mut client = store.get_client(client_id).await?.ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
+    let secret = secret.to_owned();
+    client.secret_hash = Some(
+        tokio::task::spawn_blocking(move || hash_secret(&secret))
+            .await
+            .map_err(|e| AdminError::Crypto(e.to_string()))??,
+    );
+    store.put_client(&client, crate::clock::now_micros()).await?;
+    Ok(())
+}
+
+/// Deletes a client and its refresh tokens.
+pub async fn delete_client(store: &Store, client_id: &str) -> Result<(), AdminError> {
+    if !store.delete_client(client_id).await? {
+        return Err(AdminError::NotFound(client_id.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_hash_and_verify() {
+        let h = hash_secret("correct horse battery staple").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_secret(&h, "correct horse battery staple"));
+        assert!(!verify_secret(&h, "wrong"));
+        assert!(!verify_secret("garbage", "x"));
+    }
+
+    #[test]
+    fn refresh_tokens_look_like_testflinger_ones() {
+        let (t, h) = new_refresh_token();
+        assert_eq!(t.len(), 48);
+        assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(h, refresh_token_hash(&t));
+        assert_ne!(new_refresh_token().0, t);
+    }
+}

@@ -1,0 +1,311 @@
+//! [`ServerConfig`]: the server's TOML configuration.
+//!
+//! Precedence: built-in defaults < the TOML file < environment variables (only for the two
+//! keys, which may come from `PHASEBOX_SECRETS_KEY` and `PHASEBOX_JWT_SIGNING_KEY`). Unknown keys
+//! in the file are errors. An example with every key and its default:
+//!
+//! ```toml
+//! # Where the store lives: `sqlite://PATH` (created if missing; one file, WAL) or
+//! # `postgres://user:password@host/db` (any number of server replicas may share it).
+//! database_url = "sqlite:///var/lib/phasebox/server.db"
+//! # Attachments, artifacts and plugins are files below this directory (shared storage when
+//! # several replicas share one PostgreSQL database).
+//! blob_dir = "/var/lib/phasebox/blobs"
+//! # Like Testflinger with OIDC off: requests without `Authorization` act as `contributor`.
+//! # false: every role-gated endpoint requires a token (Testflinger with OIDC on).
+//! anonymous_access = true
+//! # 32 random bytes, base64, in a file readable only by the server. Without it (and without
+//! # PHASEBOX_SECRETS_KEY) the server has no secrets store, as a Testflinger server without one.
+//! # secrets_key_file = "/etc/phasebox/secrets.key"
+//! # HS256 key for access tokens (any length ≥ 32 bytes, raw file contents). Without it (and
+//! # without PHASEBOX_JWT_SIGNING_KEY) a random key is made once and kept in the database.
+//! # jwt_signing_key_file = "/etc/phasebox/jwt.key"
+//! access_token_ttl_secs = 600
+//! refresh_token_ttl_secs = 518400
+//! jwt_leeway_secs = 5
+//! # POST /v1/result bodies of this size or more are refused with 413 (Testflinger: 16 MiB).
+//! max_result_bytes = 16777216
+//! # Every other JSON body (jobs, log fragments, agents, ...).
+//! max_json_bytes = 16777216
+//! max_attachment_bytes = 1073741824
+//! max_artifact_bytes = 1073741824
+//! max_plugin_bytes = 268435456
+//! # The longest an agent may wait in `GET /v1/job?...&wait=N` (phasebox long-poll).
+//! max_long_poll_secs = 60
+//! # Jobs, their logs, events, attachments and artifacts are deleted this long after creation
+//! # (Testflinger: 7 days). 0 keeps them forever.
+//! job_retention_days = 7
+//! # Testflinger's WEBHOOK_URL: `POST /v1/job/<id>/events` forwards only to this scheme+host.
+//! # webhook_url = "https://hooks.example.com"
+//! # webhook_auth_file = "/etc/phasebox/webhook.token"
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Environment variable that can hold the secrets key (base64 of 32 bytes).
+pub const SECRETS_KEY_ENV: &str = "PHASEBOX_SECRETS_KEY";
+/// Environment variable that can hold the JWT signing key (raw text, ≥ 32 bytes).
+pub const JWT_KEY_ENV: &str = "PHASEBOX_JWT_SIGNING_KEY";
+
+/// The server configuration (see the module docs for the TOML form and defaults).
+///
+/// `Debug` never shows key material: keys are read from their files or the environment only
+/// when the server starts ([`ServerConfig::secrets_key`], [`ServerConfig::jwt_signing_key`]).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `sqlite://PATH` or `postgres://...` (also `postgresql://`).
+    pub database_url: String,
+    /// Directory of attachments, artifacts and plugins.
+    pub blob_dir: PathBuf,
+    /// Requests without `Authorization` act as an anonymous `contributor`.
+    pub anonymous_access: bool,
+    /// File holding the secrets encryption key (base64 of 32 bytes).
+    pub secrets_key_file: Option<PathBuf>,
+    /// File holding the JWT signing key.
+    pub jwt_signing_key_file: Option<PathBuf>,
+    /// Lifetime of access tokens (Testflinger: 600 s).
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens (Testflinger: 6 days).
+    pub refresh_token_ttl_secs: u64,
+    /// Clock skew tolerated when checking token times (Testflinger's `JWT_LEEWAY`: 5 s).
+    pub jwt_leeway_secs: u64,
+    /// Size at which `POST /v1/result/<id>` answers 413.
+    pub max_result_bytes: usize,
+    /// Size limit of other JSON bodies.
+    pub max_json_bytes: usize,
+    /// Size limit of an attachments archive.
+    pub max_attachment_bytes: u64,
+    /// Size limit of an artifacts archive.
+    pub max_artifact_bytes: u64,
+    /// Size limit of a plugin component.
+    pub max_plugin_bytes: u64,
+    /// Longest long-poll wait an agent may ask for, in seconds.
+    pub max_long_poll_secs: u64,
+    /// Days after which finished data is deleted; 0 = never.
+    pub job_retention_days: u64,
+    /// Testflinger's `WEBHOOK_URL`.
+    pub webhook_url: Option<String>,
+    /// File holding Testflinger's `WEBHOOK_AUTH` bearer token.
+    pub webhook_auth_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            database_url: "sqlite://phasebox-server.db".to_owned(),
+            blob_dir: PathBuf::from("phasebox-blobs"),
+            anonymous_access: true,
+            secrets_key_file: None,
+            jwt_signing_key_file: None,
+            access_token_ttl_secs: 600,
+            refresh_token_ttl_secs: 6 * 86_400,
+            jwt_leeway_secs: 5,
+            max_result_bytes: 16 * 1024 * 1024,
+            max_json_bytes: 16 * 1024 * 1024,
+            max_attachment_bytes: 1 << 30,
+            max_artifact_bytes: 1 << 30,
+            max_plugin_bytes: 256 << 20,
+            max_long_poll_secs: 60,
+            job_retention_days: 7,
+            webhook_url: None,
+            webhook_auth_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("blob_dir", &self.blob_dir)
+            .field("anonymous_access", &self.anonymous_access)
+            .field("secrets_key_file", &self.secrets_key_file)
+            .field("jwt_signing_key_file", &self.jwt_signing_key_file)
+            .field("access_token_ttl_secs", &self.access_token_ttl_secs)
+            .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("max_attachment_bytes", &self.max_attachment_bytes)
+            .field("max_artifact_bytes", &self.max_artifact_bytes)
+            .field("max_long_poll_secs", &self.max_long_poll_secs)
+            .field("job_retention_days", &self.job_retention_days)
+            .field("webhook_url", &self.webhook_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL with any password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((auth, host)) = rest.split_once('@') else { return url.to_owned() };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Errors reading the configuration or its key files.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("invalid server configuration {path}: {message}")]
+    Parse {
+        /// The file (empty for a string).
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key is malformed (the message never contains key material).
+    #[error("invalid {what}: {message}")]
+    Key {
+        /// Which key.
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid server configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: ServerConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let config: ServerConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests and demos: SQLite file and blobs under `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        ServerConfig {
+            database_url: format!("sqlite://{}", dir.join("server.db").display()),
+            blob_dir: dir.join("blobs"),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("token lifetimes must be positive".into()));
+        }
+        if self.max_result_bytes == 0 || self.max_json_bytes == 0 {
+            return Err(ConfigError::Invalid("body limits must be positive".into()));
+        }
+        let scheme = self.database_url.split("://").next().unwrap_or("");
+        if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+            return Err(ConfigError::Invalid(format!(
+                "database_url must start with sqlite://, postgres:// or postgresql:// (found {scheme:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The secrets encryption key: `PHASEBOX_SECRETS_KEY`, else `secrets_key_file`, else none.
+    pub fn secrets_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>, ConfigError> {
+        let text = match std::env::var(SECRETS_KEY_ENV) {
+            Ok(v) => Some(Zeroizing::new(v)),
+            Err(_) => match &self.secrets_key_file {
+                Some(path) => Some(Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+                )),
+                None => None,
+            },
+        };
+        let Some(text) = text else { return Ok(None) };
+        crate::secrets::decode_key(text.trim())
+            .map(Some)
+            .map_err(|message| ConfigError::Key { what: "secrets key", message })
+    }
+
+    /// The JWT signing key from `PHASEBOX_JWT_SIGNING_KEY` or `jwt_signing_key_file`, if given.
+    pub fn jwt_signing_key(&self) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
+        let key = match std::env::var(JWT_KEY_ENV) {
+            Ok(v) => Some(Zeroizing::new(v.trim().as_bytes().to_vec())),
+            Err(_) => match &self.jwt_signing_key_file {
+                Some(path) => {
+                    let bytes =
+                        std::fs::read(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                    let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+                    Some(Zeroizing::new(trimmed))
+                }
+                None => None,
+            },
+        };
+        if let Some(k) = &key
+            && k.len() < 32
+        {
+            return Err(ConfigError::Key { what: "JWT signing key", message: "must be at least 32 bytes".into() });
+        }
+        Ok(key)
+    }
+
+    /// The webhook bearer token, if configured.
+    pub fn webhook_auth(&self) -> Result<Option<Zeroizing<String>>, ConfigError> {
+        match &self.webhook_auth_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| Some(Zeroizing::new(s.trim().to_owned())))
+                .map_err(|source| ConfigError::Read { path: path.clone(), source }),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_example_parses_and_matches_defaults() {
+        let doc = include_str!("config.rs");
+        let start = doc.find("//! ```toml\n").expect("example") + "//! ```toml\n".len();
+        let end = start + doc[start..].find("//! ```\n").expect("end");
+        let text: String = doc[start..end]
+            .lines()
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed = ServerConfig::from_toml(&text).expect("example parses");
+        let defaults = ServerConfig {
+            database_url: "sqlite:///var/lib/phasebox/server.db".into(),
+            blob_dir: "/var/lib/phasebox/blobs".into(),
+            ..ServerConfig::default()
+        };
+        assert_eq!(parsed, defaults);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = ServerConfig::from_toml("database_urll = \"sqlite://x\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let c = ServerConfig { database_url: "postgres://u:hunter2@db/x".into(), ..ServerConfig::default() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

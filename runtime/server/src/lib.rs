@@ -1,0 +1,166 @@
+//! # phasebox-server
+//!
+//! The phasebox server: Testflinger's v1 REST API — wire-compatible, so the Testflinger CLI
+//! and agent work against it — plus additive phasebox extensions, over an embedded SQLite file
+//! or a shared PostgreSQL database.
+//!
+//! * [`router`] lists every route: Testflinger v1 first, then `/phasebox/v1/…` and `/metrics`.
+//! * [`launch`] serves a bound listener until a shutdown future completes; the `phasebox
+//!   server` verb binds the address from its flags and passes SIGTERM/SIGINT.
+//! * [`ServerConfig`] is the TOML configuration (unknown keys are errors).
+//! * [`store::Store`] holds everything; see its docs for the SQLite/PostgreSQL split.
+//! * [`auth`] has the role checks, token handling and the admin functions the CLI calls
+//!   ([`auth::create_client`], [`auth::grant_role`], ...).
+//!
+//! phasebox additions, all additive to the Testflinger wire protocol:
+//!
+//! * **Long-poll claim**: `GET /v1/job?queue=q&wait=N` waits up to `N` seconds (capped by
+//!   `max_long_poll_secs`) and returns the job the moment one is submitted (one
+//!   [`tokio::sync::Notify`] per queue); without `wait` it answers at once, as Testflinger.
+//! * **Event stream**: `GET /phasebox/v1/job/<id>/events` is a server-sent event stream of the
+//!   job's lifecycle, results, log fragments and agent events, resumable from a sequence number
+//!   (`?after=N` or `Last-Event-ID`).
+//! * **Plugin registry**: `POST /phasebox/v1/plugins`, `PUT|GET /phasebox/v1/plugins/<sha256>`.
+//!
+//! Deliberate differences from Testflinger are listed in the crate's README.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod blobs;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod hub;
+pub mod jwt;
+pub mod metrics;
+mod router;
+pub mod secrets;
+pub mod state;
+pub mod store;
+pub mod webhook;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+pub use config::{ConfigError, ServerConfig};
+pub use error::ApiError;
+pub use router::router;
+pub use state::{AppState, Shared};
+pub use store::{Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration or a key file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Listening, serving or the blob directory failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store, blob directory and keys: everything the handlers share.
+pub async fn build_state(config: ServerConfig) -> Result<AppState, ServerError> {
+    config.validate()?;
+    let store = Store::connect(&config.database_url).await?;
+    let blobs = blobs::Blobs::open(&config.blob_dir)?;
+    let jwt_key = match config.jwt_signing_key()? {
+        Some(k) => k,
+        None => {
+            // No configured key: one random key, made once and kept in the database, so
+            // tokens survive restarts and are shared by replicas.
+            let mut fresh = Zeroizing::new([0u8; 32]);
+            getrandom::fill(fresh.as_mut_slice()).map_err(std::io::Error::other)?;
+            let stored = store.setting_or_insert("jwt_signing_key", &hex::encode(fresh.as_slice())).await?;
+            Zeroizing::new(stored.into_bytes())
+        }
+    };
+    let secrets = config.secrets_key()?.map(|k| secrets::SecretsKey::new(&k));
+    if secrets.is_none() {
+        tracing::warn!("no secrets key configured: the secrets store is disabled");
+    }
+    let webhook_auth = config.webhook_auth()?;
+    tracing::info!(
+        database = %config::redact_url(&config.database_url),
+        backend = ?store.backend(),
+        blob_dir = %config.blob_dir.display(),
+        anonymous_access = config.anonymous_access,
+        "store ready"
+    );
+    Ok(Arc::new(Shared {
+        store,
+        config,
+        jwt: jwt::JwtKey::new(jwt_key),
+        secrets,
+        hub: hub::Hub::default(),
+        metrics: metrics::Metrics::default(),
+        blobs,
+        webhook_auth,
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    }))
+}
+
+/// Serves the API on `listener` until `shutdown` completes; then stops accepting, ends
+/// long-polls and event streams, lets requests in progress finish, and closes the store.
+pub async fn launch<F>(listener: TcpListener, config: ServerConfig, shutdown: F) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let state = build_state(config).await?;
+    serve(listener, state, shutdown).await
+}
+
+/// [`launch`] with state built by [`build_state`].
+pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "phasebox server listening");
+    let retention = tokio::spawn(retention_loop(state.clone()));
+    let token = state.shutdown.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        token.cancel();
+    };
+    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(signal).await;
+    retention.abort();
+    state.store.close().await;
+    result.map_err(ServerError::from)
+}
+
+/// Deletes data older than `job_retention_days`, hourly.
+async fn retention_loop(state: AppState) {
+    let days = state.config.job_retention_days;
+    if days == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now = clock::now_micros();
+        let cutoff = now - (days as i64) * 86_400 * 1_000_000;
+        match state.store.purge_before(cutoff, now).await {
+            Ok(jobs) => {
+                for id in &jobs {
+                    let _ = state.blobs.remove(blobs::BlobKind::Attachments, id).await;
+                    let _ = state.blobs.remove(blobs::BlobKind::Artifacts, id).await;
+                }
+                if !jobs.is_empty() {
+                    tracing::info!(jobs = jobs.len(), "expired jobs deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Integration tests: the real server on 127.0.0.1:0, driven over HTTP.
+//!
+//! * `checklist` — one test per server item 1–28 of the Testflinger compatibility checklist
+//!   (reference §8), named `itemNN_…`.
+//! * `roles` — the endpoint × role matrix of reference §3.3.
+//! * `robustness` — malformed and oversized bodies (clear 4xx, nothing half-stored), restart
+//!   with all data intact.
+//! * `extensions` — long-poll claims, the event stream, the plugin registry, metrics, claims
+//!   under concurrency (no double dispatch).
+//!
+//! Tests that say so run on PostgreSQL too when PHASEBOX_TEST_POSTGRES_URL is set.
+
+mod checklist;
+mod common;
+mod extensions;
+mod robustness;
+mod roles;
