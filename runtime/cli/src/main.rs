@@ -9,6 +9,7 @@ mod check;
 mod demo;
 mod inspect;
 mod run;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,20 @@ enum Command {
         /// A secret the job may declare, read from a file: `NAME=PATH` (repeatable).
         #[arg(long = "secret-file", value_name = "NAME=PATH")]
         secret_files: Vec<String>,
+    },
+    /// Serve the Testflinger v1-compatible API (SQLite by default, PostgreSQL by URL) until
+    /// SIGINT or SIGTERM.
+    Server {
+        /// The server configuration (TOML); defaults: SQLite in ./phasebox-server.db, blobs in
+        /// ./phasebox-blobs.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: std::net::SocketAddr,
+        /// Serve plain HTTP on an address other than loopback.
+        #[arg(long)]
+        allow_plain_http: bool,
     },
     /// Work with plugin components.
     Plugin {
@@ -105,6 +120,9 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo::run())),
+        Command::Server { config, listen, allow_plain_http } => {
+            runtime().and_then(|rt| rt.block_on(server::run(config, listen, allow_plain_http)))
+        }
         Command::Run { job, agent_config, out, attachments, secret_files } => runtime()
             .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, agent_config, out, attachments, secret_files }))),
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => inspect::inspect(&file, json),
