@@ -244,6 +244,32 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// [`run_phase`](Self::run_phase), with the events collected instead of streamed: for
+    /// callers that look at them only after the phase (tests, tools), not live.
+    pub async fn run_phase_collecting(
+        &self,
+        plugin: &Plugin,
+        grant: &Grant,
+        input: &PhaseInput,
+        secrets: &BTreeMap<String, Secret>,
+        cancel: CancellationToken,
+    ) -> Result<(PhaseReport, Vec<crate::events::PhaseEvent>), SandboxError> {
+        let (tx, mut rx) = crate::events::channel();
+        // Drained by its own task: the phase blocks when the channel is full.
+        let drain = tokio::spawn(async move {
+            let mut events = Vec::new();
+            while let Some(e) = rx.recv().await {
+                events.push(e);
+            }
+            events
+        });
+        let report = self.run_phase(plugin, grant, input, secrets, tx, cancel).await?;
+        let events = drain.await.expect("the event drain does not panic");
+        Ok((report, events))
+    }
+}
+
 /// Records a timeout if one passed; otherwise returns how long until the next could.
 fn deadline_check(monitor: &Monitor, timeout: Duration, idle: Duration) -> Option<Duration> {
     let elapsed = monitor.elapsed();

@@ -94,16 +94,8 @@ async fn run(
     }
     let secrets: BTreeMap<String, Secret> = [("API_TOKEN".to_string(), Secret::new("s3cret-token-value"))].into();
     let input = PhaseInput { phase: "test".into(), job_id: "job".into(), data_json: data.to_string(), dut: vec![] };
-    let (tx, mut rx) = phasebox_sandbox::channel();
-    let drain = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-        events
-    });
-    let report = sandbox().run_phase(&plugin, &grant, &input, &secrets, tx, CancellationToken::new()).await?;
-    let events = drain.await.unwrap();
+    let (report, events) =
+        sandbox().run_phase_collecting(&plugin, &grant, &input, &secrets, CancellationToken::new()).await?;
     let mut stdout = String::new();
     let mut device_calls = Vec::new();
     for e in events {

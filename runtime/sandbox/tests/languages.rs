@@ -158,16 +158,9 @@ async fn run(
         data_json: data.to_string(),
         dut: vec![("name".into(), "sim-dut-7".into())],
     };
-    let (tx, mut rx) = phasebox_sandbox::channel();
-    let drain = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-        events
-    });
-    let report = sandbox().run_phase(plugin, &grant, &input, secrets, tx, CancellationToken::new()).await?;
-    Ok(Ran { report, events: drain.await.expect("event drain") })
+    let (report, events) =
+        sandbox().run_phase_collecting(plugin, &grant, &input, secrets, CancellationToken::new()).await?;
+    Ok(Ran { report, events })
 }
 
 /// A job directory with `attachments/firmware.bin`.

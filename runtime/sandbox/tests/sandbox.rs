@@ -99,16 +99,7 @@ async fn run_with(
         data_json: data.to_string(),
         dut: vec![("name".into(), "sim-dut-1".into())],
     };
-    let (tx, mut rx) = phasebox_sandbox::channel();
-    let drain = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-        events
-    });
-    let report = sandbox().run_phase(&plugin, &grant, &input, secrets, tx, cancel).await?;
-    let events = drain.await.unwrap();
+    let (report, events) = sandbox().run_phase_collecting(&plugin, &grant, &input, secrets, cancel).await?;
     let stdout = events
         .iter()
         .filter_map(|e| match e {
