@@ -1,13 +1,19 @@
 //! `flash`: provisions the device under test with an image.
 //!
 //! Power off, write the image to the device's storage through the `flash` handle, power on,
-//! then wait until the device answers a command over `exec`. The image comes from the phase's
-//! attachments (`provision_data.attachments`, unpacked read-only at `/attachments`), named by
-//! `provision_data.image` (a file name under `/attachments`) or, when there is exactly one
-//! attached file, that file.
+//! then wait until the device answers a command over `exec`. The image comes from
+//! `provision_data.url` (fetched through `wasi:http`: the phase's grant must name its origin; the
+//! request is made before the device is touched, so a refused or missing image leaves the device
+//! as it was), or from the phase's attachments (`provision_data.attachments`, unpacked read-only
+//! at `/attachments`), named by `provision_data.image` (a file name under `/attachments`) or,
+//! when there is exactly one attached file, that file. Because it can download, the plugin
+//! imports `wasi:http`: the operator's policy must allow HTTP to at least one origin (the image
+//! servers) for it to load, even for jobs that attach their image.
 //!
-//! A device that does not come back within `boot_timeout` (seconds, default 300) is an
-//! infrastructure error: the lab's problem, not the job's.
+//! A device that does not come back within its boot timeout (the device fact `boot_timeout`, in
+//! seconds, default 300: how long a device takes to boot is the operator's knowledge, and
+//! Testflinger's provision schemas admit no such key) is an infrastructure error: the lab's
+//! problem, not the job's.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -26,8 +32,8 @@ const CHUNK: usize = 1 << 20;
 struct Data {
     /// The image's file name under `/attachments`.
     image: Option<String>,
-    /// Seconds to wait for the device to answer after power on.
-    boot_timeout: Option<u64>,
+    /// Where to download the image from (Testflinger's `url` of cm3, muxpi and oem types).
+    url: Option<String>,
 }
 
 struct Flash;
@@ -35,24 +41,36 @@ struct Flash;
 impl Guest for Flash {
     fn run(ctx: PhaseContext) -> Result<Outcome, Failure> {
         let data: Data = sdk::ctx_data(&ctx)?;
-        let path = image_path(data.image.as_deref())?;
-        let mut image =
-            std::fs::File::open(&path).map_err(|e| Failure::JobError(format!("cannot open the image {path}: {e}")))?;
         let name = sdk::fact(&ctx, "name").unwrap_or("the device").to_owned();
+        // Open the source first: nothing is switched off for an image that cannot be read.
+        let (source, mut image) = match (&data.url, &data.image) {
+            (Some(url), None) => {
+                let response = sdk::http::get(url)
+                    .map_err(|e| Failure::JobError(format!("cannot download the image {url}: {e}")))?;
+                if response.status() != 200 {
+                    return Err(Failure::JobError(format!(
+                        "cannot download the image {url}: the server answered {}",
+                        response.status()
+                    )));
+                }
+                (url.clone(), Image::Http(response))
+            }
+            _ => {
+                let path = image_path(data.image.as_deref())?;
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| Failure::JobError(format!("cannot open the image {path}: {e}")))?;
+                (path, Image::File(file))
+            }
+        };
 
         println!("powering {name} off");
         sdk::power::off().map_err(|e| infra("power off", e))?;
 
-        println!("writing {path} to {name}");
+        println!("writing {source} to {name}");
         let started = Instant::now();
         let writer = sdk::flash::open().map_err(|e| infra("flash open", e))?;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = image.read(&mut buf).map_err(|e| Failure::JobError(format!("reading {path}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            writer.write(&buf[..n]).map_err(|e| infra("flash write", e))?;
+        while let Some(chunk) = image.next_chunk().map_err(|e| Failure::JobError(format!("reading {source}: {e}")))? {
+            writer.write(&chunk).map_err(|e| infra("flash write", e))?;
         }
         let report = writer.finish().map_err(|e| infra("flash finish", e))?;
         let secs = started.elapsed().as_secs_f64().max(1e-6);
@@ -61,12 +79,34 @@ impl Guest for Flash {
 
         println!("powering {name} on");
         sdk::power::on().map_err(|e| infra("power on", e))?;
-        let boot_timeout = Duration::from_secs(data.boot_timeout.unwrap_or(300));
-        let booted = wait_until_answering(boot_timeout)
+        let boot_timeout =
+            Duration::from_secs(sdk::fact(&ctx, "boot_timeout").and_then(|t| t.parse().ok()).unwrap_or(300));
+        let booted = sdk::exec::wait_until_answering(boot_timeout)
             .map_err(|why| Failure::InfraError(format!("{name} did not come back after flashing: {why}")))?;
         println!("{name} answers after {:.1} s", booted.as_secs_f64());
         sdk::measure("boot.time", booted.as_secs_f64(), "s");
-        Ok(Outcome { summary: format!("flashed {path} ({} bytes) and {name} came back", report.bytes) })
+        Ok(Outcome { summary: format!("flashed {source} ({} bytes) and {name} came back", report.bytes) })
+    }
+}
+
+/// Where the image's bytes come from.
+enum Image {
+    File(std::fs::File),
+    Http(sdk::http::Response),
+}
+
+impl Image {
+    /// The next chunk, or `None` at the end.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Image::File(file) => {
+                let mut buf = vec![0u8; CHUNK];
+                let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+                buf.truncate(n);
+                Ok((n > 0).then_some(buf))
+            }
+            Image::Http(response) => response.read().map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -88,23 +128,8 @@ fn image_path(named: Option<&str>) -> Result<String, Failure> {
     }
 }
 
-/// Tries a command until the device answers it or the time is up.
-fn wait_until_answering(timeout: Duration) -> Result<Duration, String> {
-    let started = Instant::now();
-    let mut last = String::from("no attempt");
-    while started.elapsed() < timeout {
-        match sdk::exec::run_streaming("true", &[], &[], Duration::from_secs(10), |_, _| {}) {
-            Ok(0) => return Ok(started.elapsed()),
-            Ok(code) => last = format!("`true` exited with {code}"),
-            Err(e) => last = format!("{e:?}"),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Err(format!("no answer within {} s (last: {last})", timeout.as_secs()))
-}
-
 fn infra(step: &str, e: DeviceError) -> Failure {
-    Failure::InfraError(format!("{step} failed: {e:?}"))
+    Failure::InfraError(format!("{step} failed: {}", sdk::describe(&e)))
 }
 
 sdk::export_phase!(Flash);

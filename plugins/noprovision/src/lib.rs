@@ -12,7 +12,7 @@ impl Guest for NoProvision {
     fn run(ctx: PhaseContext) -> Result<Outcome, Failure> {
         let name = sdk::fact(&ctx, "name").unwrap_or("the device").to_owned();
         let status = sdk::exec::run_streaming("true", &[], &[], Duration::from_secs(60), |_, _| {})
-            .map_err(|e| Failure::InfraError(format!("{name} does not answer over exec: {e:?}")))?;
+            .map_err(|e| Failure::InfraError(format!("{name} does not answer over exec: {}", sdk::describe(&e))))?;
         if status != 0 {
             return Err(Failure::InfraError(format!("{name} answered, but `true` exited with status {status}")));
         }

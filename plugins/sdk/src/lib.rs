@@ -179,13 +179,79 @@ pub mod exec {
             }
         }
     }
+
+    /// What a command left behind: its exit status and its output, kept rather than streamed.
+    #[derive(Debug, Clone, Default)]
+    pub struct Captured {
+        /// The exit status.
+        pub status: i32,
+        /// Everything it wrote to stdout.
+        pub stdout: Vec<u8>,
+        /// Everything it wrote to stderr.
+        pub stderr: Vec<u8>,
+    }
+
+    impl Captured {
+        /// stdout as text (invalid UTF-8 replaced).
+        pub fn stdout_text(&self) -> String {
+            String::from_utf8_lossy(&self.stdout).into_owned()
+        }
+
+        /// stderr as text, trimmed (invalid UTF-8 replaced): the usual "why" of a failure.
+        pub fn stderr_text(&self) -> String {
+            String::from_utf8_lossy(&self.stderr).trim().to_owned()
+        }
+    }
+
+    /// Runs `command` on the device and keeps its output (the host still records it in the
+    /// phase's output stream). For commands whose output the plugin parses.
+    pub fn run_captured(
+        command: &str,
+        env: &[(String, String)],
+        timeout: std::time::Duration,
+    ) -> Result<Captured, crate::DeviceError> {
+        let mut captured = Captured::default();
+        captured.status = run_streaming(command, env, &[], timeout, |channel, data| match channel {
+            Channel::Stdout => captured.stdout.extend_from_slice(data),
+            Channel::Stderr => captured.stderr.extend_from_slice(data),
+        })?;
+        Ok(captured)
+    }
+
+    /// Tries `true` on the device every half second until it answers or `timeout` passes.
+    /// Returns how long it took, or why it never answered (the last error seen).
+    pub fn wait_until_answering(timeout: std::time::Duration) -> Result<std::time::Duration, String> {
+        let started = std::time::Instant::now();
+        let mut last = String::from("no attempt");
+        while started.elapsed() < timeout {
+            match run_streaming("true", &[], &[], std::time::Duration::from_secs(10), |_, _| {}) {
+                Ok(0) => return Ok(started.elapsed()),
+                Ok(code) => last = format!("`true` exited with {code}"),
+                Err(e) => last = crate::describe(&e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        Err(format!("no answer within {} s (last: {last})", timeout.as_secs()))
+    }
 }
+
+pub mod http;
 
 pub mod flash {
     //! Writing an image to the storage of the job's device under test (needs the `flash`
     //! capability).
 
     pub use crate::bindings::phasebox::plugin::flash::{Report, Writer, open};
+}
+
+/// A device error in words, for messages: what kind, and the host's explanation (which names
+/// the device and the handle, never how it is reached).
+pub fn describe(error: &DeviceError) -> String {
+    match error {
+        DeviceError::NotConfigured => "the device has no such handle configured".to_owned(),
+        DeviceError::TimedOut => "the device did not answer in time".to_owned(),
+        DeviceError::Failed(message) => message.clone(),
+    }
 }
 
 /// Parses the phase's data (`<phase>_data` in the job, JSON) into `T`.

@@ -210,7 +210,7 @@ exec = true
     let spec = JobSpec::from_yaml(DEMO_JOB)?;
     let job_dir = tempfile::tempdir()?;
     let mut plan = JobPlan::new(&spec, &runner, &plugins, job_dir.path())?;
-    plan.attach_device(Arc::new(DeviceDut(Arc::new(device))));
+    plan.use_device(Arc::new(device));
 
     let secrets: BTreeMap<String, Secret> = [("DEMO_TOKEN".to_string(), Secret::new(DEMO_TOKEN))].into();
     let mut terminal = TerminalRenderer::stderr();

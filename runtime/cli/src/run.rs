@@ -48,7 +48,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
         let config = phasebox_device::DeviceConfig::from_toml_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let device = phasebox_device::Device::new(config).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        plan.attach_device(std::sync::Arc::new(phasebox_job::DeviceDut(std::sync::Arc::new(device))));
+        plan.use_device(std::sync::Arc::new(device));
     }
 
     // Secrets come from files (never from the command line, where other users could see

@@ -80,6 +80,16 @@ pub enum CleanupAction {
     None,
 }
 
+impl std::fmt::Display for CleanupAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CleanupAction::PowerOff => "power-off",
+            CleanupAction::Reset => "reset",
+            CleanupAction::None => "none",
+        })
+    }
+}
+
 /// How the agent switches a DUT's power: `[power.commands]` or `[power.http]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

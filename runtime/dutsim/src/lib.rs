@@ -20,6 +20,9 @@
 //!   image is what the console prints, what commands see in `$DUT_IMAGE` and
 //!   `$DUT_IMAGE_SHA256`, and what the file `image-name` in the home directory holds.
 //!
+//! - **Firmware** managed through a simulated `fwupdmgr` (see the `firmware` module): updates
+//!   are staged by `fwupdmgr update` and applied at the next boot.
+//!
 //! [`DutSim::start`] starts all of it and returns a [`DutSimHandle`] with the addresses and a
 //! [`phasebox_device::DeviceConfig`] pointing at the simulator, with a throwaway key pair
 //! generated for it. [`BootMode::Never`] makes power-on never finish booting, for tests of a
@@ -39,6 +42,7 @@
 #![forbid(unsafe_code)]
 
 mod console;
+mod firmware;
 mod image;
 mod keys;
 mod machine;
@@ -161,6 +165,10 @@ pub(crate) struct Dirs {
     pub(crate) host_key: PathBuf,
     pub(crate) storage: PathBuf,
     pub(crate) home: PathBuf,
+    /// Commands of the simulated system (`fwupdmgr`), first on the `PATH` of every command.
+    pub(crate) bin: PathBuf,
+    /// Simulated firmware state (see [`firmware`]).
+    pub(crate) firmware: PathBuf,
 }
 
 impl Dirs {
@@ -172,6 +180,8 @@ impl Dirs {
             host_key: root.join("dut/host_key"),
             storage: root.join("dut/storage.img"),
             home: root.join("dut/home"),
+            bin: root.join("dut/bin"),
+            firmware: root.join("dut/firmware"),
         }
     }
 }
@@ -193,6 +203,7 @@ impl DutSim {
         for dir in [root.join("agent"), root.join("dut"), dirs.home.clone()] {
             std::fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         }
+        firmware::install(&dirs.firmware, &dirs.bin).map_err(io_error("set up the simulated firmware"))?;
         let keys = keys::Keys::load_or_create(&dirs)?;
         if !dirs.storage.exists() {
             std::fs::write(&dirs.storage, &config.initial_image).map_err(io_error("write the initial storage"))?;

@@ -149,6 +149,10 @@ impl Machine {
             tracing::info!(name = %self.name, "dutsim: boot mode `never`, not booting");
             return;
         }
+        for applied in crate::firmware::apply_pending(&self.dirs.firmware) {
+            let state = lock(&self.state);
+            self.emit(&state, format!("fwupd: applied firmware update: {applied}\r\n"));
+        }
         let storage = tokio::fs::read(&self.dirs.storage).await.unwrap_or_default();
         let image = BootedImage::from_storage(&storage);
         drop(storage);

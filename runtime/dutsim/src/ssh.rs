@@ -147,7 +147,13 @@ impl russh::server::Handler for Connection {
             .arg(&command)
             .current_dir(&self.machine.dirs.home)
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.machine.dirs.bin.display()
+                ),
+            )
             .env("HOME", &self.machine.dirs.home)
             .env("USER", &self.user)
             .env("LOGNAME", &self.user)

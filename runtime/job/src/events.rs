@@ -154,6 +154,9 @@ pub enum JobEvent {
         /// Why it was denied.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// How long the call took (device handle calls: power, console, exec, flash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
     },
     /// A phase ended.
     PhaseEnd {

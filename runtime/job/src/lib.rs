@@ -47,6 +47,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod defaults;
 pub mod device;
 pub mod error;
 pub mod events;

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phasebox_jobspec::grants::Access as JobAccess;
-use phasebox_jobspec::{JobSpec, Phase, PhaseboxBlock};
+use phasebox_jobspec::{JobSpec, Phase, PhaseboxBlock, PluginRef};
 use phasebox_sandbox::grant::NamePattern;
 use phasebox_sandbox::network::{Endpoint, Origin};
 use phasebox_sandbox::{Access, FileRule, Grant, GrantRequest, PhaseInput, Plugin, Sandbox};
@@ -82,6 +82,30 @@ impl JobPlan {
                 run.grant.set_device(dut.clone());
             }
         }
+    }
+}
+
+impl JobPlan {
+    /// Gives every phase the device `device` ([`attach_device`](Self::attach_device) through
+    /// [`DeviceDut`](crate::DeviceDut)) and shows plugins its public facts besides the runner's
+    /// (the runner's win on a clash), plus `cleanup_action` — the device configuration's
+    /// `cleanup` (`power-off`, `reset`, `none`), which the standard `cleanup` plugin carries out.
+    pub fn use_device(&mut self, device: Arc<phasebox_device::Device>) {
+        let mut extra: Vec<(String, String)> = device.facts().into_iter().collect();
+        extra.push(("cleanup_action".to_owned(), device.cleanup_action().to_string()));
+        for planned in &mut self.phases {
+            if let PhaseAction::Run(run) = &mut planned.action {
+                for (key, value) in &extra {
+                    if !run.input.dut.iter().any(|(k, _)| k == key) {
+                        run.input.dut.push((key.clone(), value.clone()));
+                    }
+                }
+            }
+        }
+        for (key, value) in device.facts() {
+            self.device_info.entry(key).or_insert(Value::String(value));
+        }
+        self.attach_device(Arc::new(crate::DeviceDut(device)));
     }
 }
 
@@ -340,7 +364,11 @@ struct Planner<'a> {
 impl Planner<'_> {
     fn phase(&mut self, phase: Phase, block: Option<&PhaseboxBlock>) -> Result<PhaseAction, JobError> {
         let job = || self.job_id.to_owned();
-        let reference = block.and_then(|b| b.plugin.as_ref()).or_else(|| self.runner.defaults.get(&phase));
+        let standard = crate::defaults::standard_plugin(phase, self.spec)
+            .map(|name| PluginRef::Name(name.to_owned()))
+            .filter(|r| self.plugins.resolve(r).is_some());
+        let reference =
+            block.and_then(|b| b.plugin.as_ref()).or_else(|| self.runner.defaults.get(&phase)).or(standard.as_ref());
         let Some(reference) = reference else {
             if matches!(phase, Phase::Setup | Phase::Cleanup) {
                 return Ok(PhaseAction::Skip(SkipReason::NoPlugin));
@@ -376,6 +404,18 @@ impl Planner<'_> {
                 if !ask.secrets.iter().any(|s| s == name) {
                     ask.secrets.push(name.to_owned());
                 }
+            }
+        }
+        // Origins the phase's data names (an image url, key servers for lp:/gh: keys) are
+        // offered, like /artifacts, when the plugin may use HTTP and the operator allows them;
+        // otherwise the plugin's request is denied at run time and it says which grant is missing.
+        for origin in self.implied_origins(phase) {
+            if let Ok(o) = Origin::parse(&origin)
+                && manifest.http.iter().any(|p| p.covers(&o))
+                && policy.allow.http.iter().any(|p| p.covers(&o))
+                && !ask.http.iter().any(|a| a.covers(&o))
+            {
+                ask.http.push(o);
             }
         }
         let asks_for = |ask: &GrantRequest, guest: &str| ask.files.iter().any(|f| f.path == guest);
@@ -439,6 +479,29 @@ impl Planner<'_> {
         };
         let secrets = ask.secrets.clone();
         Ok(PhaseAction::Run(Box::new(PhaseRun { plugin, grant, input, timeouts, secrets })))
+    }
+
+    /// The HTTP origins `phase`'s data names: `provision_data.url`, and the key servers of
+    /// `reserve_data.ssh_keys`' `lp:`/`gh:` entries.
+    fn implied_origins(&self, phase: Phase) -> Vec<String> {
+        let urls: Vec<String> = match phase {
+            Phase::Provision => self
+                .spec
+                .provision_data
+                .as_ref()
+                .and_then(|d| d.as_ref())
+                .and_then(|d| d.url())
+                .map(str::to_owned)
+                .into_iter()
+                .collect(),
+            Phase::Reserve => {
+                let facts = self.runner.dut.plugin_facts();
+                let keys = self.spec.reserve_data.as_ref().and_then(|r| r.ssh_keys.as_ref());
+                keys.into_iter().flatten().filter_map(|k| crate::defaults::key_server(&facts, k)).collect()
+            }
+            _ => Vec::new(),
+        };
+        urls.iter().filter_map(|u| crate::defaults::origin_of(u)).collect()
     }
 
     /// Creates the job-directory subtree a mount names, so that the grant can be resolved

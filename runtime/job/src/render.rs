@@ -261,13 +261,14 @@ impl Painter {
             JobEvent::Measurement { name, value, unit, .. } => {
                 self.line(&format!("  · {name} = {value} {unit}"));
             }
-            JobEvent::Capability { grant, call, allowed, reason, .. } => {
+            JobEvent::Capability { grant, call, allowed, reason, duration_ms, .. } => {
                 if !allowed {
                     let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
                     let text = format!("  ⚠ denied {grant} {call}{why}");
                     self.line(&self.style("33", &text));
                 } else if self.options.verbose {
-                    let text = format!("  · {grant} {call}");
+                    let took = duration_ms.map(|ms| format!(" ({ms} ms)")).unwrap_or_default();
+                    let text = format!("  · {grant} {call}{took}");
                     self.line(&self.style("2", &text));
                 }
             }

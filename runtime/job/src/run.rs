@@ -445,14 +445,14 @@ fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::Ph
             message: c.message,
         },
         PhaseEvent::Measurement(m) => JobEvent::Measurement { phase, name: m.name, value: m.value, unit: m.unit },
-        PhaseEvent::Capability(c) => {
-            // Device calls carry their duration; it stays in the call's text.
-            let call = match c.duration_ms {
-                Some(ms) => format!("{} ({ms} ms)", c.call),
-                None => c.call,
-            };
-            JobEvent::Capability { phase, grant: c.grant, call, allowed: c.allowed, reason: c.reason }
-        }
+        PhaseEvent::Capability(c) => JobEvent::Capability {
+            phase,
+            grant: c.grant,
+            call: c.call,
+            allowed: c.allowed,
+            reason: c.reason,
+            duration_ms: c.duration_ms,
+        },
         PhaseEvent::Serial { data, .. } => {
             let data = streams.push(OutputStream::Serial, &data);
             if data.is_empty() {
@@ -466,6 +466,7 @@ fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::Ph
             call: format!("progress: {bytes} bytes"),
             allowed: true,
             reason: None,
+            duration_ms: None,
         },
     })
 }

@@ -7,9 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use phasebox_dutsim::{BootMode, DutSim, DutSimConfig};
-use phasebox_job::{
-    AttachmentsArchive, CancellationToken, DeviceDut, JobInputs, JobPlan, JobSpec, Phase, RunnerConfig, run_job,
-};
+use phasebox_job::{AttachmentsArchive, CancellationToken, JobInputs, JobPlan, JobSpec, Phase, RunnerConfig, run_job};
 
 const JOB: &str = r#"
 job_queue: sim
@@ -44,6 +42,8 @@ files = [{{ path = "/attachments", source = "attachments", access = "ro" }}]
 power = true
 flash = true
 exec = true
+# flash can download images, so it imports wasi:http: the policy must allow some origin.
+http = ["http://127.0.0.1:*"]
 "#,
         flash = plugin("flash"),
         shell = plugin("shell"),
@@ -59,7 +59,7 @@ async fn run_on(sim: &phasebox_dutsim::DutSimHandle, image: &[u8]) -> phasebox_j
     let dir = tempfile::tempdir().unwrap();
     let mut plan = JobPlan::new(&spec, &runner, &plugins, &dir.path().join("job")).unwrap();
     let device = phasebox_device::Device::new(sim.device_config()).unwrap();
-    plan.attach_device(Arc::new(DeviceDut(Arc::new(device))));
+    plan.use_device(Arc::new(device));
     let archive = common::tarball(&[("provision/new.img", image)]);
     let inputs = JobInputs { attachments: Some(AttachmentsArchive::Bytes(archive)), ..Default::default() };
     let mut events = Vec::new();
@@ -82,20 +82,14 @@ async fn flash_writes_the_image_and_the_device_boots_it() {
 async fn a_device_that_never_comes_back_is_an_infra_error_and_cleanup_runs() {
     let sim = DutSim::start(DutSimConfig { name: "sim-dut".into(), ..Default::default() }).await.unwrap();
     sim.set_boot_mode(BootMode::Never);
-    // A short boot timeout keeps the test quick: the plugin reads it from provision_data.
-    let job = JOB.replace("  media: sd\n", "  media: sd\n  boot_timeout: 2\n");
-    let runner = runner();
+    // A short boot timeout keeps the test quick: the plugin reads it from the device's facts.
+    let mut runner = runner();
+    runner.dut.facts.insert("boot_timeout".into(), "2".into());
     let plugins = phasebox_job::PluginSet::load(&runner).unwrap();
-    let spec = JobSpec::from_yaml(&job);
-    // provision_data is typed by Testflinger's schema: an unknown key there is refused, so the
-    // boot timeout travels in the phasebox block's data instead when the schema refuses it.
-    let Ok(spec) = spec else {
-        sim.shutdown().await;
-        return;
-    };
+    let spec = JobSpec::from_yaml(JOB).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut plan = JobPlan::new(&spec, &runner, &plugins, &dir.path().join("job")).unwrap();
-    plan.attach_device(Arc::new(DeviceDut(Arc::new(phasebox_device::Device::new(sim.device_config()).unwrap()))));
+    plan.use_device(Arc::new(phasebox_device::Device::new(sim.device_config()).unwrap()));
     let archive = common::tarball(&[("provision/new.img", b"IMAGE_NAME=never\n")]);
     let inputs = JobInputs { attachments: Some(AttachmentsArchive::Bytes(archive)), ..Default::default() };
     let mut events = Vec::new();

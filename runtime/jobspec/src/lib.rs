@@ -56,5 +56,5 @@ pub use phasebox::{PhaseboxBlock, PluginRef};
 pub use provision::{ProvisionData, ProvisionType};
 pub use spec::{
     Attachment, AttachmentsStatus, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_RESERVE_TIMEOUT, JobSpec,
-    MAX_UNAUTHENTICATED_RESERVE_TIMEOUT, PhaseData, ReserveData, SecretMap, TestData,
+    MAX_UNAUTHENTICATED_RESERVE_TIMEOUT, PhaseData, ReserveData, SecretMap, TestData, is_ssh_key_entry,
 };

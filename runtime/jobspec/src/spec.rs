@@ -154,7 +154,8 @@ pub struct TestData {
 /// `reserve_data` (spec §1.4).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReserveData {
-    /// Keys to import, each `lp:<user>` or `gh:<user>` (Testflinger's schema admits no other form).
+    /// Keys to install, each `lp:<user>` or `gh:<user>` (imported from Launchpad or GitHub), or,
+    /// as a phasebox addition, a well-formed OpenSSH public key line (see [`is_ssh_key_entry`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_keys: Option<Vec<String>>,
     /// Reservation length in seconds. `Some(None)`: explicitly `null`. Written as seconds or a
@@ -384,6 +385,42 @@ static ENV_NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z_][a
 static SECRET_PATH_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_/-]+$").expect("static regex"));
 static SSH_KEY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:lp|gh):\S+$").expect("static regex"));
 
+/// OpenSSH public key types a reservation may install.
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Whether `entry` is an accepted `reserve_data.ssh_keys` item: `lp:<user>` or `gh:<user>`, as
+/// Testflinger accepts, or (a phasebox addition, so a job valid for Testflinger stays valid) an
+/// OpenSSH public key line `<type> <base64 blob> [comment]` whose blob decodes and names the same
+/// type, on one line. Anything else — a private key, a truncated blob, a second line smuggled
+/// into `authorized_keys` — is refused.
+pub fn is_ssh_key_entry(entry: &str) -> bool {
+    if SSH_KEY_RE.is_match(entry) {
+        return true;
+    }
+    if entry.contains(['\n', '\r', '\0']) {
+        return false;
+    }
+    let mut parts = entry.splitn(3, ' ');
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else { return false };
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return false;
+    }
+    use base64::Engine as _;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(blob) else { return false };
+    // The blob starts with the key type as an SSH string: a big-endian u32 length, then bytes.
+    let Some((len, rest)) = bytes.split_first_chunk::<4>() else { return false };
+    let len = u32::from_be_bytes(*len) as usize;
+    rest.len() > len && &rest[..len] == kind.as_bytes()
+}
+
 /// Whether `name` is an environment variable name as Testflinger's secrets schema defines it.
 pub(crate) fn is_env_name(name: &str) -> bool {
     ENV_NAME_RE.is_match(name)
@@ -598,13 +635,13 @@ fn reserve_data(node: &Node, path: &str, secrets: &BTreeSet<String>) -> Result<R
             "ssh_keys" => {
                 data.ssh_keys = Some(list(v, &p, |item, ip| {
                     let key = string(item, ip)?;
-                    if !SSH_KEY_RE.is_match(&key) {
+                    if !is_ssh_key_entry(&key) {
                         return Err(invalid_value(
                             item.loc,
                             ip,
                             format!(
-                                "{key:?} is not a key import: expected `lp:<launchpad user>` or \
-                                 `gh:<github user>`"
+                                "{key:?} is not a key: expected `lp:<launchpad user>`, `gh:<github user>` \
+                                 or an OpenSSH public key line (`ssh-ed25519 AAAA… comment`)"
                             ),
                         ));
                     }

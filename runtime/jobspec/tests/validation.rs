@@ -175,7 +175,24 @@ fn attachments() {
 // ---------------------------------------------------------------- reserve_data
 
 #[test]
-fn ssh_keys_must_be_lp_or_gh() {
+fn ssh_keys_are_imports_or_well_formed_public_keys() {
+    // A real ed25519 public key line (phasebox addition): accepted, with or without a comment.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDmzMZkCALj10zQFPgqtRgWnEyYiWLxSJJN6rFF0k18S";
+    for entry in [key.to_owned(), format!("{key} alice@host")] {
+        let job = phasebox_jobspec::JobSpec::parse(&q(&format!("reserve_data:\n  ssh_keys:\n    - '{entry}'\n")))
+            .unwrap_or_else(|e| panic!("{entry}: {e}"));
+        assert_eq!(job.reserve_data.unwrap().ssh_keys.unwrap(), [entry]);
+    }
+    // The type must match the blob's, the blob must decode, and one line only.
+    for bad in [
+        key.replacen("ssh-ed25519", "ssh-rsa", 1),
+        key.replacen("AAAAC3", "AAAA!3", 1),
+        format!("{key}\nssh-ed25519 AAAA"),
+        "ssh-dss AAAAB3NzaC1kc3M=".to_owned(),
+    ] {
+        assert!(!phasebox_jobspec::is_ssh_key_entry(&bad), "{bad:?} accepted");
+    }
+
     let e = yaml_err(
         &q("reserve_data:\n  ssh_keys:\n    - lp:alice\n    - ssh-ed25519 AAAA alice@host\n"),
         "reserve_data.ssh_keys[1]",

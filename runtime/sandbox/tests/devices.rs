@@ -161,7 +161,7 @@ async fn without_the_exec_grant_the_plugin_does_not_load() {
 async fn granted_without_a_device_each_call_is_not_configured() {
     let ran = run("noprovision", &open_policy(), None, json!({})).await.unwrap();
     assert!(
-        matches!(&ran.end, PhaseEnd::Failed { kind: FailureKind::InfraError, message } if message.contains("NotConfigured")),
+        matches!(&ran.end, PhaseEnd::Failed { kind: FailureKind::InfraError, message } if message.contains("no such handle configured")),
         "{}",
         ran.end
     );

@@ -1,0 +1,361 @@
+//! A plain Testflinger job — no plugin named anywhere — runs on a simulated device with the
+//! standard plugins: `flash` downloads the image through a granted origin, `firmware` updates
+//! the device's firmware through fwupd, `shell` runs test_cmds with a declared secret (redacted
+//! in output and console), `reserve` installs keys (raw and `gh:` from a key server) and holds
+//! briefly, `cleanup` powers the device off as its configuration says.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phasebox_device::CleanupAction;
+use phasebox_dutsim::{DutSim, DutSimConfig, DutSimHandle};
+use phasebox_job::{
+    CancellationToken, JobInputs, JobOutcome, JobPlan, JobSpec, Phase, PluginSet, RunnerConfig, run_job,
+};
+use phasebox_redact::Secret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IMAGE: &[u8] = b"IMAGE_NAME=noble-standard\nthe rest of the image\n";
+const SECRET: &str = "tok-3f9a7c1e55d2";
+const CAROL: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDmzMZkCALj10zQFPgqtRgWnEyYiWLxSJJN6rFF0k18S carol@lab";
+const BOB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB bob@gh";
+
+/// A minimal HTTP/1.1 server: GET of a known path answers its bytes, anything else 404. It
+/// stands in for an image server and a key server.
+async fn serve(files: BTreeMap<String, Vec<u8>>) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let files = Arc::new(files);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&request).lines().next().unwrap_or_default().to_owned();
+                let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                let (status, body) = match files.get(&path) {
+                    Some(body) => ("200 OK", body.clone()),
+                    None => ("404 Not Found", b"not found".to_vec()),
+                };
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (port, task)
+}
+
+/// A runner with every bundled plugin, no `[defaults]`, and a policy that allows the device
+/// handles and HTTP to 127.0.0.1 only.
+fn runner(port: u16, http: &str) -> RunnerConfig {
+    phasebox_guests::build().unwrap();
+    let plugins: Vec<String> = phasebox_guests::PLUGINS
+        .iter()
+        .map(|n| format!("{:?}", phasebox_guests::path(n).display().to_string()))
+        .collect();
+    let text = format!(
+        r#"
+plugins = [{plugins}]
+[dut]
+name = "sim-std"
+facts = {{ device_ip = "127.0.0.1", ssh_import_gh = "http://127.0.0.1:{port}/gh/{{user}}.keys" }}
+[policy.allow]
+results = true
+secrets = ["*"]
+files = [{{ path = "/attachments", source = "attachments", access = "ro" }}]
+power = true
+console = true
+flash = true
+exec = true
+http = [{http}]
+dns = ["*"]
+"#,
+        plugins = plugins.join(", "),
+    );
+    RunnerConfig::from_toml(&text, std::path::Path::new(".")).unwrap()
+}
+
+fn job(port: u16) -> String {
+    format!(
+        r#"
+job_queue: sim
+provision_data:
+  url: http://127.0.0.1:{port}/images/noble.img
+firmware_update_data:
+  version: latest
+test_data:
+  test_cmds: |
+    echo "running $DUT_IMAGE"
+    echo "token=$API_TOKEN"
+  secrets:
+    API_TOKEN: ci/token
+reserve_data:
+  ssh_keys:
+    - gh:bob
+    - "{CAROL}"
+  timeout: 1
+"#
+    )
+}
+
+async fn run(sim: &DutSimHandle, runner: &RunnerConfig, job: &str) -> JobOutcome {
+    let plugins = PluginSet::load(runner).unwrap();
+    let spec = JobSpec::from_yaml(job).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = JobPlan::new(&spec, runner, &plugins, &dir.path().join("job")).unwrap();
+    let mut config = sim.device_config();
+    config.cleanup = CleanupAction::PowerOff;
+    plan.use_device(Arc::new(phasebox_device::Device::new(config).unwrap()));
+    let secrets = BTreeMap::from([("API_TOKEN".to_owned(), Secret::new(SECRET.to_owned()))]);
+    let inputs = JobInputs { secrets, ..Default::default() };
+    let mut events = Vec::new();
+    run_job(&plan, inputs, &mut events, CancellationToken::new()).await.unwrap()
+}
+
+async fn sim() -> DutSimHandle {
+    DutSim::start(DutSimConfig { name: "sim-std".into(), boot_delay: Duration::from_millis(200), ..Default::default() })
+        .await
+        .unwrap()
+}
+
+fn files() -> BTreeMap<String, Vec<u8>> {
+    BTreeMap::from([
+        ("/images/noble.img".to_owned(), IMAGE.to_vec()),
+        ("/gh/bob.keys".to_owned(), format!("{BOB}\n").into_bytes()),
+    ])
+}
+
+#[tokio::test]
+async fn a_plain_testflinger_job_runs_on_the_standard_plugins() {
+    let (port, server) = serve(files()).await;
+    let sim = sim().await;
+    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:*\""), &job(port)).await;
+    let text = outcome.results.to_json().to_string();
+    assert!(outcome.passed(), "{:?}\n{text}", outcome.end_reason);
+
+    let plugin = |phase| outcome.results.phasebox.phases[&phase].plugin.clone();
+    assert_eq!(plugin(Phase::Provision).as_deref(), Some("flash"));
+    assert_eq!(plugin(Phase::FirmwareUpdate).as_deref(), Some("firmware"));
+    assert_eq!(plugin(Phase::Test).as_deref(), Some("shell"));
+    assert_eq!(plugin(Phase::Reserve).as_deref(), Some("reserve"));
+    assert_eq!(plugin(Phase::Cleanup).as_deref(), Some("cleanup"));
+    assert_eq!(plugin(Phase::Setup), None, "setup has no standard plugin");
+
+    // flash: the downloaded image is what the device booted.
+    let output = |phase| outcome.results.output.get(&phase).cloned().unwrap_or_default();
+    assert!(output(Phase::Test).contains("running noble-standard"), "{}", output(Phase::Test));
+    // firmware: the offered update was applied by the restart.
+    let firmware = outcome.results.phasebox.suites.iter().find(|s| s.name == "firmware").expect("firmware suite");
+    let system = firmware.cases.iter().find(|c| c.name == "System Firmware").expect("system firmware case");
+    assert_eq!(system.message.as_deref(), Some("1.0.0 → 1.1.0 (offered 1.1.0)"));
+    // shell: the secret reached the command, and nothing the job emitted shows it.
+    assert!(output(Phase::Test).contains("token=**"), "{}", output(Phase::Test));
+    assert!(!text.contains(SECRET), "the secret leaked into the results");
+    // reserve: both keys installed once, connect line printed.
+    let keys = std::fs::read_to_string(sim.home_dir().join(".ssh/authorized_keys")).unwrap();
+    assert_eq!(keys.lines().collect::<Vec<_>>(), [BOB, CAROL]);
+    assert!(output(Phase::Reserve).contains("You can now connect to"), "{}", output(Phase::Reserve));
+    // cleanup: powered off, as the device configuration says.
+    assert!(!sim.is_powered(), "cleanup powers the device off");
+    sim.shutdown().await;
+    server.abort();
+}
+
+#[tokio::test]
+async fn key_imports_without_an_http_grant_fail_naming_the_grant() {
+    let (port, server) = serve(files()).await;
+    let sim = sim().await;
+    // The policy allows HTTP to one other origin only: the key server is not offered.
+    let job = job(port).replace("version: latest", "version: latest\n  phasebox:\n    plugin: firmware");
+    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:1\""), &job).await;
+    // The image server is not allowed either, so provision fails first; run reserve alone.
+    assert_eq!(outcome.status(Phase::Provision), Some(2), "a refused image url is a job error");
+    let reason = &outcome.results.phasebox.phases[&Phase::Provision].reason;
+    assert!(reason.contains("cannot download the image") && reason.contains("HttpRequestDenied"), "{reason}");
+
+    let reserve_only = "job_queue: sim\nreserve_data:\n  ssh_keys: [gh:bob]\n  timeout: 1\n";
+    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:1\""), reserve_only).await;
+    assert_eq!(outcome.status(Phase::Reserve), Some(2), "{:?}", outcome.results.phasebox.phases[&Phase::Reserve]);
+    let reason = &outcome.results.phasebox.phases[&Phase::Reserve].reason;
+    assert!(reason.contains("gh:bob") && reason.contains("not granted http access"), "{reason}");
+    assert!(!sim.home_dir().join(".ssh/authorized_keys").exists(), "nothing installed");
+
+    // An unreachable key server is as clear.
+    server.abort();
+    let _ = server.await;
+    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:*\""), reserve_only).await;
+    let reason = &outcome.results.phasebox.phases[&Phase::Reserve].reason;
+    assert!(reason.contains("gh:bob: cannot import keys from GitHub"), "{reason}");
+    sim.shutdown().await;
+}
+
+/// A job whose allocate phase runs `device-probe` with `steps` (allocate_data is free-form in
+/// Testflinger's schema, so it can carry them).
+fn probe_job(steps: &[&str]) -> String {
+    let steps: Vec<String> = steps.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "job_queue: sim\ntest_data:\n  test_cmds: 'true'\n  secrets:\n    API_TOKEN: ci/token\n\
+         allocate_data:\n  steps: [{}]\n  phasebox:\n    plugin: device-probe\n",
+        steps.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn console_output_is_redacted_like_the_phase_output() {
+    let sim = sim().await;
+    assert!(sim.wait_booted(Duration::from_secs(10)).await);
+    let outcome =
+        run(&sim, &runner(1, "\"http://127.0.0.1:1\""), &probe_job(&[&format!("console:echo {SECRET}")])).await;
+    assert_eq!(outcome.status(Phase::Allocate), Some(0), "{:?}", outcome.results.phasebox.phases[&Phase::Allocate]);
+    let serial = outcome.results.serial.get(&Phase::Allocate).cloned().unwrap_or_default();
+    assert!(serial.contains("echo **"), "the console log shows the command, redacted: {serial:?}");
+    let text = outcome.results.to_json().to_string();
+    assert!(!text.contains(SECRET), "the secret leaked through the console log");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_device_handle_works_when_granted_and_is_refused_when_not() {
+    let sim = sim().await;
+    assert!(sim.wait_booted(Duration::from_secs(10)).await);
+    let steps = ["power:status", "console:echo handle-check", "exec:echo from-dut", "flash:4096", "power:cycle"];
+    let outcome = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), &probe_job(&steps)).await;
+    let output = outcome.results.output.get(&Phase::Allocate).cloned().unwrap_or_default();
+    assert_eq!(outcome.status(Phase::Allocate), Some(0), "{output}");
+    for step in steps {
+        assert!(output.contains(&format!("{step} -> ok")), "{step}: {output}");
+    }
+    assert!(output.contains("status 0 stdout \"from-dut\""), "{output}");
+    // Cleanup powered the device off; on again, it boots what the probe flashed.
+    assert!(!sim.is_powered());
+    phasebox_device::Device::new(sim.device_config()).unwrap().power_on().await.unwrap();
+    assert!(sim.wait_booted(Duration::from_secs(10)).await);
+    assert_eq!(sim.booted_image().map(|b| b.name).as_deref(), Some("device-probe"), "the flashed image boots");
+
+    // Every call is in the event stream: which handle, which call, the outcome, the duration.
+    let calls: Vec<String> = outcome
+        .events
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .filter(|v| v.to_string().contains("\"capability\""))
+        .map(|v| v.to_string())
+        .collect();
+    for handle in ["power", "console", "exec", "flash"] {
+        assert!(calls.iter().any(|c| c.contains(&format!("\"{handle}\""))), "no {handle} call recorded: {calls:?}");
+    }
+
+    // Without a handle in the policy, the plugin (which imports it) does not load: the plan says
+    // which import and which grant.
+    for (handle, import) in [
+        ("power", "phasebox:plugin/power"),
+        ("console", "phasebox:plugin/console"),
+        ("exec", "phasebox:plugin/exec"),
+        ("flash", "phasebox:plugin/flash"),
+    ] {
+        let mut runner = runner(1, "\"http://127.0.0.1:1\"");
+        match handle {
+            "power" => runner.policy.allow.power = false,
+            "console" => runner.policy.allow.console = false,
+            "exec" => runner.policy.allow.exec = false,
+            _ => runner.policy.allow.flash = false,
+        }
+        let plugins = PluginSet::load(&runner).unwrap();
+        let spec = JobSpec::from_yaml(&probe_job(&steps)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = JobPlan::new(&spec, &runner, &plugins, &dir.path().join("job")).unwrap_err().to_string();
+        assert!(err.contains(import) && err.contains(handle) && err.contains("policy"), "{handle}: {err}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn power_commands_and_the_ssh_key_never_reach_the_plugin() {
+    let sim = sim().await;
+    assert!(sim.wait_booted(Duration::from_secs(10)).await);
+    let dir = tempfile::tempdir().unwrap();
+    let state = phasebox_device::shell_quote(&dir.path().join("state").display().to_string());
+    const MARKER: &str = "PWRCMD-7f3a9c2e";
+    let mut config = sim.device_config();
+    config.power = Some(phasebox_device::PowerConfig::Commands(phasebox_device::PowerCommands {
+        on: phasebox_device::SecretString::new(format!("echo on > {state} # {MARKER}")),
+        off: phasebox_device::SecretString::new(format!("echo off > {state} # {MARKER}")),
+        cycle: None,
+        status: Some(phasebox_device::SecretString::new(format!("cat {state} # {MARKER}"))),
+        timeout: Duration::from_secs(5),
+        cycle_off_time: Duration::from_millis(10),
+    }));
+    let key = std::fs::read_to_string(sim.agent_key_path()).unwrap();
+    let key_line = key.lines().nth(1).expect("an OpenSSH private key has a base64 body").to_owned();
+    let reversed = |s: &str| s.chars().rev().collect::<String>();
+    let steps = [
+        "power:cycle".to_owned(),
+        "exec:echo reached".to_owned(),
+        format!("scan:{}", reversed(MARKER)),
+        format!("scan:{}", reversed(&key_line)),
+        // The control: the device's name is a fact, so the plugin holds it.
+        format!("scan:{}", reversed("sim-std")),
+    ];
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+
+    let runner = runner(1, "\"http://127.0.0.1:1\"");
+    let plugins = PluginSet::load(&runner).unwrap();
+    let spec = JobSpec::from_yaml(&probe_job(&steps)).unwrap();
+    let job_dir = tempfile::tempdir().unwrap();
+    let mut plan = JobPlan::new(&spec, &runner, &plugins, &job_dir.path().join("job")).unwrap();
+    plan.use_device(Arc::new(phasebox_device::Device::new(config).unwrap()));
+    let secrets = BTreeMap::from([("API_TOKEN".to_owned(), Secret::new(SECRET.to_owned()))]);
+    let mut events = Vec::new();
+    let outcome = run_job(&plan, JobInputs { secrets, ..Default::default() }, &mut events, CancellationToken::new())
+        .await
+        .unwrap();
+
+    let output = outcome.results.output.get(&Phase::Allocate).cloned().unwrap_or_default();
+    assert!(output.contains("power:cycle -> ok: State::On"), "{output}");
+    assert!(output.contains("exec:echo reached -> ok: status 0"), "{output}");
+    let scans: Vec<&str> = output.lines().filter(|l| l.starts_with("scan:")).collect();
+    assert_eq!(scans.len(), 3, "{output}");
+    assert!(scans[0].ends_with("absent"), "power command in plugin memory: {}", scans[0]);
+    assert!(scans[1].ends_with("absent"), "ssh key in plugin memory: {}", scans[1]);
+    assert!(scans[2].ends_with("found"), "the scan finds what is there: {}", scans[2]);
+    let everything =
+        format!("{}{}", outcome.results.to_json(), outcome.events.iter().map(|e| e.to_json_line()).collect::<String>());
+    assert!(!everything.contains(MARKER), "a power command reached the job's records");
+    assert!(!everything.contains(&key_line), "the ssh key reached the job's records");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn exec_reaches_only_the_device_and_gives_no_network() {
+    let sim = sim().await;
+    assert!(sim.wait_booted(Duration::from_secs(10)).await);
+    // The same job runs a command on the device through exec, and tries to reach the device's
+    // SSH port directly from the sandbox: exec names no host, and the grant gives no sockets.
+    let ssh = sim.ssh_addr();
+    let job = format!(
+        "job_queue: sim\ntest_data:\n  test_cmds: 'echo \"on $DUT_NAME\"'\n\
+         allocate_data:\n  attack: tcp-connect\n  addr: \"{ssh}\"\n  phasebox:\n    plugin: probe\n"
+    );
+    // The policy gives sockets to one unrelated address, so the probe (which imports sockets)
+    // loads, and its connection to the device is refused by the sandbox.
+    let mut runner = runner(1, "\"http://127.0.0.1:1\"");
+    runner.policy.allow.network.connect.push(phasebox_sandbox::network::Endpoint::parse("192.0.2.1:9").unwrap());
+    let outcome = run(&sim, &runner, &job).await;
+    let test = outcome.results.output.get(&Phase::Test).cloned().unwrap_or_default();
+    assert!(test.contains("on sim-std"), "exec ran on the device: {test}");
+    let allocate = &outcome.results.phasebox.phases[&Phase::Allocate];
+    assert!(allocate.reason.contains("denied"), "a direct connection is denied: {allocate:?}");
+    sim.shutdown().await;
+}
