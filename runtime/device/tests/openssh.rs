@@ -2,127 +2,14 @@
 //! a throwaway user key and its own config in a temporary directory.
 //!
 //! Needs `/usr/sbin/sshd` (Debian/Ubuntu: `apt-get install openssh-server`, see
-//! `ci-openssh.sh`). Without it the test is skipped with a message, unless
-//! `PHASEBOX_REQUIRE_SSHD=1`, which makes a missing sshd a failure (CI sets it).
+//! `ci-openssh.sh`; the harness is `phasebox_dutsim::openssh`). Without it the test is skipped with a
+//! message, unless `PHASEBOX_REQUIRE_SSHD=1`, which makes a missing sshd a failure (CI sets it).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use phasebox_device::{Device, DeviceConfig, ErrorKind, ExecConfig, ExecRequest, SshExec, Stream};
-use tokio::process::{Child, Command};
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-fn keygen(path: &Path) {
-    let status = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "phasebox-test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(status.success(), "ssh-keygen failed");
-}
-
-fn current_user() -> String {
-    let output = std::process::Command::new("id").arg("-un").output().expect("id runs");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-struct Sshd {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sshd {
-    async fn start() -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name);
-        keygen(&path("host_key"));
-        keygen(&path("user_key"));
-        std::fs::copy(path("user_key.pub"), path("authorized_keys")).unwrap();
-        // Privilege separation: a root sshd chroots its pre-auth child into /run/sshd.
-        if current_user() == "root" && !Path::new("/run/sshd").is_dir() {
-            std::fs::create_dir_all("/run/sshd").expect("create /run/sshd (sshd's privilege separation directory)");
-        }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = format!(
-            "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
-             HostKey {host_key}\n\
-             AuthorizedKeysFile {authorized}\n\
-             PidFile none\n\
-             StrictModes no\n\
-             UsePAM no\n\
-             PubkeyAuthentication yes\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\n\
-             AllowUsers {user}\n\
-             LogLevel VERBOSE\n",
-            host_key = path("host_key").display(),
-            authorized = path("authorized_keys").display(),
-            user = current_user(),
-        );
-        std::fs::write(path("sshd_config"), config).unwrap();
-        let mut child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(path("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(path("sshd.log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sshd starts");
-        for _ in 0..200 {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("sshd exited with {status}: {}", std::fs::read_to_string(path("sshd.log")).unwrap_or_default());
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Sshd { child, port, dir };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("sshd did not listen on port {port}");
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn device_config(&self) -> DeviceConfig {
-        DeviceConfig {
-            name: "real-sshd".into(),
-            facts: Default::default(),
-            cleanup: Default::default(),
-            power: None,
-            console: None,
-            exec: Some(ExecConfig::Ssh(SshExec {
-                host: "127.0.0.1".into(),
-                port: self.port,
-                user: current_user(),
-                key_file: self.path("user_key"),
-                host_key: Some(std::fs::read_to_string(self.path("host_key.pub")).unwrap().trim().to_owned()),
-                host_key_file: None,
-                insecure_accept_any_host_key: false,
-                connect_timeout: Duration::from_secs(10),
-                keepalive_interval: Duration::from_secs(15),
-                copy_timeout: Duration::from_secs(60),
-                max_copy_bytes: 64 << 20,
-            })),
-            flash: None,
-        }
-    }
-
-    async fn stop(mut self) -> String {
-        let _ = self.child.kill().await;
-        std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
-    }
-}
+use phasebox_device::{Device, ErrorKind, ExecRequest, Stream};
+use phasebox_dutsim::openssh::{self, OpenSshd};
 
 fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -134,15 +21,11 @@ fn process_gone(pid: u32) -> bool {
 #[tokio::test]
 async fn exec_and_copy_against_a_real_openssh_sshd() {
     let _ = tracing_subscriber::fmt().with_env_filter("phasebox=debug,warn").with_test_writer().try_init();
-    if !Path::new(SSHD).exists() {
-        assert!(
-            std::env::var_os("PHASEBOX_REQUIRE_SSHD").is_none(),
-            "{SSHD} is missing and PHASEBOX_REQUIRE_SSHD is set: run runtime/device/ci-openssh.sh"
-        );
-        eprintln!("SKIPPED: {SSHD} is not installed (runtime/device/ci-openssh.sh installs it)");
+    if !openssh::available().expect("sshd") {
+        eprintln!("SKIPPED: {} is not installed (runtime/device/ci-openssh.sh installs it)", openssh::SSHD);
         return;
     }
-    let sshd = Sshd::start().await;
+    let sshd = OpenSshd::start().await.unwrap();
     let device = Device::new(sshd.device_config()).unwrap();
     device.wait_until_reachable(Duration::from_secs(10)).await.unwrap();
 

@@ -46,6 +46,7 @@ mod firmware;
 mod image;
 mod keys;
 mod machine;
+pub mod openssh;
 mod power;
 mod ssh;
 
