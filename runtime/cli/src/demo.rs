@@ -155,28 +155,42 @@ pub async fn run() -> anyhow::Result<Verdict> {
     Ok(if all_as_expected && job_passed { Verdict::Success } else { Verdict::NotPassed })
 }
 
-/// The demo job: Testflinger YAML with no plugin named; the runner's defaults pick
-/// `noprovision` and `shell`, and the declared secret reaches the command on the device only.
+/// The demo job: plain Testflinger YAML with no plugin named. The engine picks the standard
+/// plugins from the data: `flash` (the image at `url`, from the lab's image server), `firmware`
+/// (fwupd on the device), `shell` (test_cmds, with the declared secret in their environment
+/// only), `reserve` (a raw public key, held briefly) and `cleanup` (power off, as the device's
+/// configuration says). `@IMAGES@` is the image server's address.
 const DEMO_JOB: &str = r#"
 job_queue: sim-dut
 name: demo job on a simulated device
 provision_data:
-  skip: false
+  url: @IMAGES@/images/noble-demo.img
+firmware_update_data:
+  version: latest
 test_data:
   test_cmds: |
     echo "running on $(hostname) with image $DUT_IMAGE"
     echo "the token the test got: $DEMO_TOKEN"
     echo "the same token in base64: $(printf %s "$DEMO_TOKEN" | base64)"
+    echo "demo: the token on the serial console: $DEMO_TOKEN" >> "$DUT_CONSOLE"
     uname -s
   secrets:
     DEMO_TOKEN: demo/token
+reserve_data:
+  ssh_keys:
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDmzMZkCALj10zQFPgqtRgWnEyYiWLxSJJN6rFF0k18S demo@lab
+  timeout: 2
 "#;
 
 const DEMO_TOKEN: &str = "demo-token-0123456789";
 
-/// Runs [`DEMO_JOB`] against a simulated device under test, reached over SSH.
+/// The image the demo flashes: the simulator boots it and shows its name.
+const DEMO_IMAGE: &[u8] = b"IMAGE_NAME=noble-demo\nphasebox demo image\n";
+
+/// Runs [`DEMO_JOB`] against a simulated device under test, reached over SSH, its console
+/// server and its power controller.
 async fn whole_job() -> anyhow::Result<bool> {
-    use phasebox_job::{DeviceDut, JobInputs, JobPlan, JobSpec, PluginSet, RunnerConfig, TerminalRenderer};
+    use phasebox_job::{JobInputs, JobPlan, JobSpec, PluginSet, RunnerConfig, TerminalRenderer};
 
     println!("== a whole job on a simulated device under test (SSH, console, power controller)");
     let sim = phasebox_dutsim::DutSim::start(phasebox_dutsim::DutSimConfig {
@@ -184,30 +198,41 @@ async fn whole_job() -> anyhow::Result<bool> {
         ..Default::default()
     })
     .await?;
+    let images = phasebox_dutsim::files::FileServer::start(
+        [("/images/noble-demo.img".to_owned(), DEMO_IMAGE.to_vec())].into_iter().collect(),
+    )
+    .await?;
     println!("   device sim-dut-1: ssh {}, console {}, power {}", sim.ssh_addr(), sim.console_addr(), sim.power_url());
-    let device = phasebox_device::Device::new(sim.device_config())?;
+    println!("   image server {}", images.url());
+    let mut device_config = sim.device_config();
+    device_config.cleanup = phasebox_device::CleanupAction::PowerOff;
+    let device = phasebox_device::Device::new(device_config)?;
 
-    let plugin = |name: &str| format!("{:?}", phasebox_guests::path(name).display().to_string());
+    let plugins: Vec<String> = ["flash", "firmware", "shell", "reserve", "cleanup"]
+        .iter()
+        .map(|name| format!("{:?}", phasebox_guests::path(name).display().to_string()))
+        .collect();
     let runner_toml = format!(
         r#"
-plugins = [{hello}, {shell}, {noprovision}]
-[defaults]
-provision = "noprovision"
-test = "shell"
+plugins = [{plugins}]
 [dut]
 name = "sim-dut-1"
+facts = {{ device_ip = "127.0.0.1", ssh_port = "{ssh_port}" }}
 [policy.allow]
 results = true
 secrets = ["*"]
+power = true
+console = true
 exec = true
+flash = true
+http = ["http://127.0.0.1:*"]
 "#,
-        hello = plugin("hello"),
-        shell = plugin("shell"),
-        noprovision = plugin("noprovision"),
+        plugins = plugins.join(", "),
+        ssh_port = sim.ssh_addr().port(),
     );
     let runner = RunnerConfig::from_toml(&runner_toml, Path::new("."))?;
     let plugins = PluginSet::load(&runner)?;
-    let spec = JobSpec::from_yaml(DEMO_JOB)?;
+    let spec = JobSpec::from_yaml(&DEMO_JOB.replace("@IMAGES@", &images.url()))?;
     let job_dir = tempfile::tempdir()?;
     let mut plan = JobPlan::new(&spec, &runner, &plugins, job_dir.path())?;
     plan.use_device(Arc::new(device));
@@ -218,6 +243,7 @@ exec = true
         phasebox_job::run_job(&plan, JobInputs { secrets, attachments: None }, &mut terminal, CancellationToken::new())
             .await?;
     terminal.finish();
+    let booted = sim.booted_image();
     sim.shutdown().await;
 
     let out = std::env::temp_dir().join(format!("phasebox-demo-{}", std::process::id()));
@@ -225,13 +251,21 @@ exec = true
     println!("\n   results   {}", written.results.display());
     println!("   junit     {}", written.junit.display());
     println!("   events    {}", written.events.display());
+    if let Some(artifacts) = &written.artifacts {
+        println!("   artifacts {}", artifacts.display());
+    }
+    if booted.is_none() {
+        println!("   the device is off after cleanup, as its configuration asks");
+    }
     let results = std::fs::read_to_string(&written.results)?;
     let events = std::fs::read_to_string(&written.events)?;
     let leaked = [results.as_str(), events.as_str()].iter().any(|t| t.contains(DEMO_TOKEN));
     if leaked {
         println!("   the secret leaked into the results or events");
     } else {
-        println!("   the secret appears nowhere in the results or events: it was redacted on the way out");
+        println!(
+            "   the secret appears nowhere in the output, console log, results or events: redacted on the way out"
+        );
     }
     Ok(outcome.passed() && !leaked)
 }

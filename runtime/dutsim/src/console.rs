@@ -62,3 +62,25 @@ async fn client(socket: TcpStream, machine: Arc<Machine>) {
         () = machine.token.cancelled() => {}
     }
 }
+
+/// Shows on the console what commands append to the simulated `/dev/console` file, polling it
+/// every 50 ms from where the last read ended.
+pub(crate) async fn feed_system_console(machine: Arc<Machine>, token: tokio_util::sync::CancellationToken) {
+    let path = machine.dirs.console_in.clone();
+    let _ = tokio::fs::write(&path, b"").await;
+    let mut seen = 0usize;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        let Ok(data) = tokio::fs::read(&path).await else { continue };
+        if data.len() < seen {
+            seen = 0; // truncated by someone: start over
+        }
+        if data.len() > seen {
+            machine.system_console_write(&data[seen..]);
+            seen = data.len();
+        }
+    }
+}

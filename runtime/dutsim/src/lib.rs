@@ -19,6 +19,8 @@
 //!   4 KiB (else `raw image`), and its identity is the SHA-256 of the whole file. The booted
 //!   image is what the console prints, what commands see in `$DUT_IMAGE` and
 //!   `$DUT_IMAGE_SHA256`, and what the file `image-name` in the home directory holds.
+//!   Commands see the simulated `/dev/console` as `$DUT_CONSOLE`: what they append to it
+//!   appears on the serial console, as a real system's kernel and services print there.
 //!
 //! - **Firmware** managed through a simulated `fwupdmgr` (see the `firmware` module): updates
 //!   are staged by `fwupdmgr update` and applied at the next boot.
@@ -42,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 mod console;
+pub mod files;
 mod firmware;
 mod image;
 mod keys;
@@ -170,6 +173,8 @@ pub(crate) struct Dirs {
     pub(crate) bin: PathBuf,
     /// Simulated firmware state (see [`firmware`]).
     pub(crate) firmware: PathBuf,
+    /// The simulated `/dev/console`: what commands append here appears on the serial console.
+    pub(crate) console_in: PathBuf,
 }
 
 impl Dirs {
@@ -183,6 +188,7 @@ impl Dirs {
             home: root.join("dut/home"),
             bin: root.join("dut/bin"),
             firmware: root.join("dut/firmware"),
+            console_in: root.join("dut/console"),
         }
     }
 }
@@ -231,6 +237,7 @@ impl DutSim {
             config.user.clone(),
         ));
         tasks.spawn(console::serve(console_listener, machine.clone()));
+        tasks.spawn(console::feed_system_console(machine.clone(), token.clone()));
         tasks.spawn(power::serve(power_listener, machine.clone()));
         if config.powered_on {
             // "Already on": the DUT is up by the time `start` returns.

@@ -88,6 +88,16 @@ impl Machine {
         self.console.subscribe()
     }
 
+    /// What the running system writes to its console (`$DUT_CONSOLE`): shown while booted,
+    /// with newlines as a terminal shows them.
+    pub(crate) fn system_console_write(&self, data: &[u8]) {
+        let state = lock(&self.state);
+        if state.booted.is_some() {
+            let text = String::from_utf8_lossy(data).replace("\r\n", "\n").replace('\n', "\r\n");
+            self.emit(&state, text);
+        }
+    }
+
     /// Console output, sent while the state lock is held (so it is ordered with power changes).
     fn emit(&self, _state: &State, text: impl Into<String>) {
         let _ = self.console.send(Bytes::from(text.into()));
@@ -194,6 +204,7 @@ impl Machine {
             ("DUT_NAME", self.name.clone()),
             ("DUT_IMAGE", image.name.clone()),
             ("DUT_IMAGE_SHA256", image.sha256.clone()),
+            ("DUT_CONSOLE", self.dirs.console_in.display().to_string()),
         ])
     }
 

@@ -70,13 +70,21 @@ pub struct JobPlan {
     /// Mount sources under `attachments/`, relative to the job directory, that must exist
     /// after the archive is unpacked (empty when the archive lacks them).
     pub(crate) attachment_sources: Vec<PathBuf>,
+    /// The device under test, when one is attached: its console is recorded as each phase's
+    /// serial log when the phase's plugin does not read the console itself.
+    pub(crate) dut: Option<Arc<dyn phasebox_sandbox::device::Dut>>,
 }
 
 impl JobPlan {
     /// Gives every phase the job's device under test. Its handles are reachable only where a
     /// phase's grant links them (the plugin declares them and the policy allows them); without
     /// a device, each handle call fails with `not-configured`.
+    ///
+    /// The device's console is also recorded, redacted, as the serial log of every phase whose
+    /// plugin is not granted the console (one that is records what it reads itself), as
+    /// Testflinger's agent records a device's serial output beside each phase.
     pub fn attach_device(&mut self, dut: Arc<dyn phasebox_sandbox::device::Dut>) {
+        self.dut = Some(dut.clone());
         for planned in &mut self.phases {
             if let PhaseAction::Run(run) = &mut planned.action {
                 run.grant.set_device(dut.clone());
@@ -296,6 +304,7 @@ impl JobPlan {
             device_info: runner.dut.device_info(),
             attachment_phases,
             attachment_sources,
+            dut: None,
         })
     }
 

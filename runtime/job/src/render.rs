@@ -121,6 +121,9 @@ struct Painter {
     /// results, drawn as whole lines, do not cut an output line in two), and since when.
     pending: Vec<(OutputStream, String)>,
     pending_since: Option<Instant>,
+    /// The device console's current line: serial output is drawn as whole lines of its own,
+    /// marked, so it never mixes into the plugin's output.
+    serial_line: String,
     spinner_shown: bool,
     frame: usize,
 }
@@ -134,6 +137,7 @@ impl Painter {
             at_line_start: true,
             pending: Vec::new(),
             pending_since: None,
+            serial_line: String::new(),
             spinner_shown: false,
             frame: 0,
         }
@@ -169,6 +173,17 @@ impl Painter {
         self.at_line_start = true;
     }
 
+    /// Draws one line of the device's console, marked as such; control characters other than
+    /// tabs are dropped (a console prints carriage returns and terminal escapes).
+    fn serial(&mut self, line: &str) {
+        let clean: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        if clean.trim().is_empty() {
+            return;
+        }
+        let text = format!("  serial│ {clean}");
+        self.line(&self.style("36", &text));
+    }
+
     /// Draws the output held back, as it is (it may end mid-line).
     fn flush_pending(&mut self) {
         for (stream, data) in std::mem::take(&mut self.pending) {
@@ -188,6 +203,8 @@ impl Painter {
     fn draw(&mut self, event: &JobEvent) {
         if matches!(event, JobEvent::PhaseStart { .. } | JobEvent::PhaseEnd { .. } | JobEvent::JobEnd { .. }) {
             self.flush_pending();
+            let rest = std::mem::take(&mut self.serial_line);
+            self.serial(&rest);
         }
         if let Some(phase) = event.phase()
             && let Some((running, _, last)) = &mut self.running
@@ -215,6 +232,13 @@ impl Painter {
             JobEvent::PhaseSkipped { phase, detail, .. } => {
                 let text = format!("– {phase} skipped: {detail}");
                 self.line(&self.style("2", &text));
+            }
+            JobEvent::Output { stream: OutputStream::Serial, data, .. } => {
+                self.serial_line.push_str(data);
+                while let Some(end) = self.serial_line.find('\n') {
+                    let line: String = self.serial_line.drain(..=end).collect();
+                    self.serial(&line);
+                }
             }
             JobEvent::Output { stream, data, .. } => match data.rfind('\n') {
                 Some(end) => {
@@ -262,7 +286,13 @@ impl Painter {
                 self.line(&format!("  · {name} = {value} {unit}"));
             }
             JobEvent::Capability { grant, call, allowed, reason, duration_ms, .. } => {
-                if !allowed {
+                if !allowed && duration_ms.is_some() {
+                    // A device call that failed (the device was rebooting, say): the plugin
+                    // decides whether that matters, so it is shown quietly.
+                    let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                    let text = format!("  · {grant} {call} failed{why}");
+                    self.line(&self.style("2", &text));
+                } else if !allowed {
                     let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
                     let text = format!("  ⚠ denied {grant} {call}{why}");
                     self.line(&self.style("33", &text));

@@ -302,7 +302,21 @@ impl Job<'_> {
         let (tx, mut rx) = phasebox_sandbox::channel();
         let mut streams = self.emitter.redactor.phase_streams();
         let sandbox = &self.plan.sandbox;
-        let running = sandbox.run_phase(&run.plugin, &grant, &run.input, self.secrets, tx, cancel);
+        // The engine records the console only for plugins that do not read it themselves: two
+        // readers of one console would each see part of it.
+        let capture_stop = CancellationToken::new();
+        let plugin_reads_console = grant.interfaces().any(|c| c == phasebox_sandbox::Capability::Console);
+        let capture = match &self.plan.dut {
+            Some(dut) if !plugin_reads_console => {
+                Some(tokio::spawn(capture_serial(dut.clone(), tx.clone(), capture_stop.clone())))
+            }
+            _ => None,
+        };
+        let running = async {
+            let report = sandbox.run_phase(&run.plugin, &grant, &run.input, self.secrets, tx, cancel).await;
+            capture_stop.cancel();
+            report
+        };
         let emitter = &mut self.emitter;
         let forward = async {
             while let Some(event) = rx.recv().await {
@@ -312,6 +326,9 @@ impl Job<'_> {
             }
         };
         let (report, ()) = tokio::join!(running, forward);
+        if let Some(capture) = capture {
+            let _ = capture.await;
+        }
         for (stream, data) in streams.finish() {
             self.emitter.emit(JobEvent::Output { phase, stream, data });
         }
@@ -469,6 +486,51 @@ fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::Ph
             duration_ms: None,
         },
     })
+}
+
+/// Records the device's console as the phase's serial log until `stop`: reads whatever the
+/// console prints and sends it as [`PhaseEvent::Serial`], reopening the console if it drops (a
+/// console server may close the connection across a power cycle). A device without a console
+/// ends it at once.
+async fn capture_serial(
+    dut: std::sync::Arc<dyn phasebox_sandbox::device::Dut>,
+    tx: phasebox_sandbox::events::EventSender,
+    stop: CancellationToken,
+) {
+    use phasebox_sandbox::device::DeviceFailure;
+    loop {
+        let opened = tokio::select! {
+            _ = stop.cancelled() => return,
+            opened = dut.console() => opened,
+        };
+        let mut session = match opened {
+            Ok(session) => session,
+            Err(DeviceFailure::NotConfigured) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "serial capture: console not available, retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let read = tokio::select! {
+                _ = stop.cancelled() => return,
+                read = session.read(64 * 1024, Duration::from_secs(1)) => read,
+            };
+            match read {
+                Ok(data) if !data.is_empty() => {
+                    let event = PhaseEvent::Serial { data: data.into(), at: SystemTime::now() };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(DeviceFailure::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// Numbers, redacts and hands out every event.

@@ -11,51 +11,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phasebox_device::CleanupAction;
+use phasebox_dutsim::files::FileServer;
 use phasebox_dutsim::{DutSim, DutSimConfig, DutSimHandle};
 use phasebox_job::{
     CancellationToken, JobInputs, JobOutcome, JobPlan, JobSpec, Phase, PluginSet, RunnerConfig, run_job,
 };
 use phasebox_redact::Secret;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMAGE: &[u8] = b"IMAGE_NAME=noble-standard\nthe rest of the image\n";
 const SECRET: &str = "tok-3f9a7c1e55d2";
 const CAROL: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDmzMZkCALj10zQFPgqtRgWnEyYiWLxSJJN6rFF0k18S carol@lab";
 const BOB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB bob@gh";
 
-/// A minimal HTTP/1.1 server: GET of a known path answers its bytes, anything else 404. It
-/// stands in for an image server and a key server.
-async fn serve(files: BTreeMap<String, Vec<u8>>) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let files = Arc::new(files);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
-            let files = files.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&request).lines().next().unwrap_or_default().to_owned();
-                let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
-                let (status, body) = match files.get(&path) {
-                    Some(body) => ("200 OK", body.clone()),
-                    None => ("404 Not Found", b"not found".to_vec()),
-                };
-                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(&body).await;
-                let _ = conn.shutdown().await;
-            });
-        }
-    });
-    (port, task)
+/// The lab's image and key server.
+async fn serve(files: BTreeMap<String, Vec<u8>>) -> (u16, FileServer) {
+    let server = FileServer::start(files).await.unwrap();
+    (server.addr().port(), server)
 }
 
 /// A runner with every bundled plugin, no `[defaults]`, and a policy that allows the device
@@ -171,7 +142,7 @@ async fn a_plain_testflinger_job_runs_on_the_standard_plugins() {
     // cleanup: powered off, as the device configuration says.
     assert!(!sim.is_powered(), "cleanup powers the device off");
     sim.shutdown().await;
-    server.abort();
+    drop(server);
 }
 
 #[tokio::test]
@@ -194,8 +165,7 @@ async fn key_imports_without_an_http_grant_fail_naming_the_grant() {
     assert!(!sim.home_dir().join(".ssh/authorized_keys").exists(), "nothing installed");
 
     // An unreachable key server is as clear.
-    server.abort();
-    let _ = server.await;
+    drop(server);
     let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:*\""), reserve_only).await;
     let reason = &outcome.results.phasebox.phases[&Phase::Reserve].reason;
     assert!(reason.contains("gh:bob: cannot import keys from GitHub"), "{reason}");
@@ -224,6 +194,19 @@ async fn console_output_is_redacted_like_the_phase_output() {
     assert!(serial.contains("echo **"), "the console log shows the command, redacted: {serial:?}");
     let text = outcome.results.to_json().to_string();
     assert!(!text.contains(SECRET), "the secret leaked through the console log");
+
+    // The first job's cleanup powered the device off.
+    phasebox_device::Device::new(sim.device_config()).unwrap().power_on().await.unwrap();
+    assert!(sim.wait_booted(Duration::from_secs(10)).await);
+    // What the device itself prints on its console while a plugin that does not read the
+    // console runs is recorded by the engine as the phase's serial log, redacted the same way.
+    let job = "job_queue: sim\ntest_data:\n  test_cmds: |\n    echo \"console: $API_TOKEN\" >> \"$DUT_CONSOLE\"\n    \
+               sleep 0.5\n  secrets:\n    API_TOKEN: ci/token\n";
+    let outcome = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), job).await;
+    assert_eq!(outcome.status(Phase::Test), Some(0));
+    let serial = outcome.results.serial.get(&Phase::Test).cloned().unwrap_or_default();
+    assert!(serial.contains("console: **"), "the device's console during the test phase: {serial:?}");
+    assert!(!outcome.results.to_json().to_string().contains(SECRET), "the secret leaked through the serial log");
     sim.shutdown().await;
 }
 
