@@ -6,6 +6,7 @@
 //! - 2: it could not run (bad arguments, unreadable files, a plugin that does not load).
 
 mod check;
+mod client;
 mod demo;
 mod inspect;
 mod run;
@@ -65,6 +66,8 @@ enum Command {
         #[arg(long)]
         allow_plain_http: bool,
     },
+    #[command(flatten)]
+    Client(client::ClientCommand),
     /// Work with plugin components.
     Plugin {
         #[command(subcommand)]
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         }
         Command::Run { job, agent_config, out, attachments, secret_files } => runtime()
             .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, agent_config, out, attachments, secret_files }))),
+        Command::Client(command) => runtime().and_then(|rt| rt.block_on(client::run(command))),
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => inspect::inspect(&file, json),
         Command::Plugin { command: PluginCommand::Embed { file, manifest, output } } => {
             inspect::embed(&file, &manifest, &output)
