@@ -342,3 +342,42 @@ async fn exec_reaches_only_the_device_and_gives_no_network() {
     assert!(allocate.reason.contains("denied"), "a direct connection is denied: {allocate:?}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reservation_holds_until_cancelled_and_cleanup_still_runs() {
+    let sim = sim().await;
+    assert!(sim.wait_booted(Duration::from_secs(10)).await);
+    let runner = runner(1, "\"http://127.0.0.1:1\"");
+    let plugins = PluginSet::load(&runner).unwrap();
+    let job = format!("job_queue: sim\nreserve_data:\n  ssh_keys: [\"{CAROL}\"]\n  timeout: 3600\n");
+    let spec = JobSpec::from_yaml(&job).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = JobPlan::new(&spec, &runner, &plugins, &dir.path().join("job")).unwrap();
+    let mut config = sim.device_config();
+    config.cleanup = CleanupAction::PowerOff;
+    plan.use_device(Arc::new(phasebox_device::Device::new(config).unwrap()));
+    let cancel = CancellationToken::new();
+    let canceller = {
+        let cancel = cancel.clone();
+        let keys = sim.home_dir().join(".ssh/authorized_keys");
+        tokio::spawn(async move {
+            // Cancel once the reservation is in place.
+            while !std::fs::read_to_string(&keys).is_ok_and(|k| k.contains("carol@lab")) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+            std::time::Instant::now()
+        })
+    };
+    let mut events = Vec::new();
+    let outcome = run_job(&plan, JobInputs::default(), &mut events, cancel).await.unwrap();
+    let cancelled_at = canceller.await.unwrap();
+    assert_eq!(outcome.job_state, phasebox_job::JobState::Cancelled);
+    let reserve = &outcome.results.phasebox.phases[&Phase::Reserve];
+    assert!(reserve.elapsed_ms.unwrap() < 60_000, "the hold ended on cancel: {reserve:?}");
+    assert!(cancelled_at.elapsed() < Duration::from_secs(30), "the job ended soon after the cancel");
+    assert_eq!(outcome.status(Phase::Cleanup), Some(0), "cleanup runs after a cancel");
+    assert!(!sim.is_powered(), "and powers the device off");
+    sim.shutdown().await;
+}
