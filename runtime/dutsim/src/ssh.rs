@@ -51,6 +51,9 @@ pub(crate) async fn serve(
             drop(socket);
             continue;
         }
+        // russh applies `nodelay` only to sockets it accepts itself: without it, the exit
+        // status of a short command waits ~40 ms for the client's delayed ACK (Nagle).
+        let _ = socket.set_nodelay(true);
         let handler = Connection {
             machine: machine.clone(),
             user: user.clone(),
