@@ -5,6 +5,7 @@
 //! - 1: it ran, and what it ran did not pass;
 //! - 2: it could not run (bad arguments, unreadable files, a plugin that does not load).
 
+mod agent;
 mod check;
 mod client;
 mod demo;
@@ -65,6 +66,13 @@ enum Command {
         /// Serve plain HTTP on an address other than loopback.
         #[arg(long)]
         allow_plain_http: bool,
+    },
+    /// Serve the devices under test of an agent configuration (see config/agent.toml): claim
+    /// jobs from the server and run them, until SIGINT or SIGTERM.
+    Agent {
+        /// The agent configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
     },
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -128,6 +136,7 @@ fn main() -> ExitCode {
         }
         Command::Run { job, agent_config, out, attachments, secret_files } => runtime()
             .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, agent_config, out, attachments, secret_files }))),
+        Command::Agent { config } => runtime().and_then(|rt| rt.block_on(agent::run(&config))),
         Command::Client(command) => runtime().and_then(|rt| rt.block_on(client::run(command))),
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => inspect::inspect(&file, json),
         Command::Plugin { command: PluginCommand::Embed { file, manifest, output } } => {

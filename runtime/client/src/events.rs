@@ -83,38 +83,63 @@ impl JobEventStream {
         }
     }
 
-    /// Parses one complete event (ended by a blank line) off the buffer, skipping comments
-    /// (the server's keep-alives) and events without data.
     fn take_event(&mut self) -> Option<JobStreamEvent> {
-        loop {
-            let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
-            let rest = self.buffer.split_off(end + 2);
-            let block = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
-            self.buffer = rest;
-            let mut event = JobStreamEvent { id: None, kind: "message".into(), data: String::new() };
-            let mut has_data = false;
-            for line in block.lines() {
-                if line.starts_with(':') {
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "id" => event.id = value.trim().parse().ok(),
-                    "event" => event.kind = value.to_owned(),
-                    "data" => {
-                        if has_data {
-                            event.data.push('\n');
-                        }
-                        event.data.push_str(value);
-                        has_data = true;
-                    }
-                    _ => {}
-                }
+        take_event(&mut self.buffer)
+    }
+}
+
+/// Parses one complete event (ended by a blank line) off `buffer`, skipping comments (the
+/// server's keep-alives) and events without data.
+fn take_event(buffer: &mut Vec<u8>) -> Option<JobStreamEvent> {
+    loop {
+        let end = buffer.windows(2).position(|w| w == b"\n\n")?;
+        let rest = buffer.split_off(end + 2);
+        let block = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        *buffer = rest;
+        let mut event = JobStreamEvent { id: None, kind: "message".into(), data: String::new() };
+        let mut has_data = false;
+        for line in block.lines() {
+            if line.starts_with(':') {
+                continue;
             }
-            if has_data {
-                return Some(event);
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => event.id = value.trim().parse().ok(),
+                "event" => event.kind = value.to_owned(),
+                "data" => {
+                    if has_data {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(value);
+                    has_data = true;
+                }
+                _ => {}
             }
         }
+        if has_data {
+            return Some(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_across_chunks_and_skip_keep_alives() {
+        let mut buffer = b": keep-alive\n\nid: 7\nevent: state\ndata: {\"job_state\":".to_vec();
+        assert_eq!(take_event(&mut buffer), None);
+        buffer.extend_from_slice(b"\"cancelled\"}\n\nevent: end\ndata: a\ndata: b\n\n");
+        let first = take_event(&mut buffer).unwrap();
+        assert_eq!(
+            first,
+            JobStreamEvent { id: Some(7), kind: "state".into(), data: r#"{"job_state":"cancelled"}"#.into() }
+        );
+        let second = take_event(&mut buffer).unwrap();
+        assert_eq!((second.id, second.kind.as_str(), second.data.as_str()), (None, "end", "a\nb"));
+        assert_eq!(take_event(&mut buffer), None);
+        assert!(buffer.is_empty());
     }
 }

@@ -1,0 +1,308 @@
+//! The agent's costs through a real server over loopback HTTP, printed as a table:
+//!
+//! - job pickup latency: from submitting a job to its setup phase starting on the agent;
+//! - end-to-end time of a 7-phase no-op job (`hello` in every phase): from submitting it to
+//!   `complete` on the server, and the overhead on top of the engine's own run time;
+//!
+//! each with phasebox's long-poll claims and with Testflinger-style polling at Testflinger's
+//! default interval (10 s), in the same run; and
+//!
+//! - the agent process's resident memory with 50 DUTs idle, and with 50 jobs running (one per
+//!   DUT, each sleeping in a sandboxed phase). The agent runs in a child process (this binary
+//!   again), so the figure is the agent's alone.
+//!
+//! `cargo bench -p phasebox-agent --bench agent` (`-- --quick` for fewer samples).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use phasebox_agent::{Agent, AgentConfig, Observer};
+use phasebox_client::{Client, ClientConfig};
+use phasebox_job::{EventRecord, JobEvent, Phase, RunnerConfig};
+use phasebox_sandbox::Capabilities;
+use phasebox_server::ServerConfig;
+use phasebox_server::auth::{self, Role};
+use serde_json::{Value, json};
+
+const AGENT_ID: &str = "bench-agent";
+const AGENT_SECRET: &str = "bench-agent-secret-0123";
+const CHILD: &str = "PHASEBOX_AGENT_BENCH_CHILD";
+
+fn main() {
+    if let Ok(config) = std::env::var(CHILD) {
+        child_agent(Path::new(&config));
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run(quick));
+}
+
+/// The agent alone, until its stdin closes.
+fn child_agent(config: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let agent = Agent::new(AgentConfig::from_file(config).unwrap()).unwrap();
+        agent
+            .run(async {
+                use tokio::io::AsyncReadExt;
+                let mut sink = Vec::new();
+                let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+            })
+            .await
+            .unwrap();
+    });
+}
+
+struct Server {
+    url: String,
+    state: phasebox_server::AppState,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig::in_dir(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = phasebox_server::build_state(config).await.unwrap();
+    tokio::spawn(phasebox_server::serve(listener, state.clone(), std::future::pending()));
+    auth::create_client(&state.store, AGENT_ID, AGENT_SECRET, Role::Agent).await.unwrap();
+    Server { url, state, _dir: dir }
+}
+
+fn runner() -> RunnerConfig {
+    phasebox_guests::build().expect("building the guest plugins");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/runner.toml");
+    let mut runner = RunnerConfig::from_file(&config).unwrap();
+    runner.plugins = vec![phasebox_guests::path("hello"), phasebox_guests::path("probe")];
+    runner.engine.cache_dir = Some(phasebox_guests::out_dir().join("../phasebox-bench-cache"));
+    runner.engine.max_instances = 128;
+    runner.policy.allow = Capabilities::everything();
+    runner
+}
+
+/// Writes an agent configuration with `duts` DUTs (`dut-0`, … on `queue`) into `dir`.
+fn agent_config(dir: &Path, url: &str, protocol: &str, poll: &str, duts: usize, queue: &str) -> PathBuf {
+    std::fs::write(dir.join("runner.toml"), runner().to_toml()).unwrap();
+    std::fs::write(dir.join("agent.secret"), AGENT_SECRET).unwrap();
+    let mut text = format!(
+        "server = \"{url}\"\nprotocol = \"{protocol}\"\nspool_dir = \"spool\"\npoll_interval = \"{poll}\"\n\
+         [credentials]\nclient_id = \"{AGENT_ID}\"\nsecret_file = \"agent.secret\"\n"
+    );
+    for i in 0..duts {
+        text.push_str(&format!("[[dut]]\nname = \"dut-{i}\"\nqueues = [\"{queue}\"]\nrunner = \"runner.toml\"\n"));
+    }
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[derive(Default)]
+struct Times {
+    setup_started: Mutex<Vec<Instant>>,
+    engine_ms: Mutex<Vec<u64>>,
+}
+
+impl Observer for Times {
+    fn job_event(&self, _dut: &str, record: &EventRecord) {
+        match &record.event {
+            JobEvent::PhaseStart { phase: Phase::Setup, .. } => {
+                self.setup_started.lock().unwrap().push(Instant::now());
+            }
+            JobEvent::JobEnd { elapsed_ms, .. } => self.engine_ms.lock().unwrap().push(*elapsed_ms),
+            _ => {}
+        }
+    }
+}
+
+/// One figure of a sample.
+type Metric = dyn Fn(&Sample) -> Duration;
+
+struct Sample {
+    pickup: Duration,
+    total: Duration,
+    engine: Duration,
+}
+
+fn seven_phases(queue: &str) -> Value {
+    json!({
+        "job_queue": queue,
+        "provision_data": {"skip": false},
+        "firmware_update_data": {"version": "latest"},
+        "test_data": {"test_cmds": "true"},
+        "allocate_data": {"allocate": true},
+        "reserve_data": {"ssh_keys": ["lp:someone"]},
+    })
+}
+
+/// A pseudo-random fraction in [0, 1), so submissions fall anywhere in a polling interval.
+fn fraction(i: u64) -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mut x = nanos ^ (i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    (x % 10_000) as f64 / 10_000.0
+}
+
+async fn measure(server: &Server, protocol: &str, samples: usize, spread: Duration) -> Vec<Sample> {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!("bench-{protocol}");
+    let config = agent_config(dir.path(), &server.url, protocol, "10s", 1, &queue);
+    let times = Arc::new(Times::default());
+    let agent = Agent::new(AgentConfig::from_file(&config).unwrap()).unwrap().with_observer(times.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(ClientConfig::new(server.url.clone())).unwrap();
+    // Registered and waiting (and a first job through, so the plugins are loaded and warm).
+    let warm = client.submit_job(&seven_phases(&queue)).await.unwrap();
+    wait_complete(server, &warm).await;
+
+    let mut out = Vec::new();
+    for i in 0..samples {
+        tokio::time::sleep(Duration::from_millis(100) + spread.mul_f64(fraction(i as u64))).await;
+        let seen = times.setup_started.lock().unwrap().len();
+        let engine_seen = times.engine_ms.lock().unwrap().len();
+        let submitted = Instant::now();
+        let job_id = client.submit_job(&seven_phases(&queue)).await.unwrap();
+        let done = wait_complete(server, &job_id).await;
+        let started = times.setup_started.lock().unwrap()[seen];
+        let engine = Duration::from_millis(times.engine_ms.lock().unwrap()[engine_seen]);
+        out.push(Sample { pickup: started - submitted, total: done - submitted, engine });
+        eprint!(".");
+    }
+    eprintln!();
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    out
+}
+
+/// Waits until the server has the job `complete`; returns when it saw it (checked every
+/// 0.5 ms against the store, in-process).
+async fn wait_complete(server: &Server, job_id: &str) -> Instant {
+    let limit = Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = server.state.store.get_job(job_id).await.unwrap();
+        if job.is_some_and(|j| j.state == "complete") {
+            return Instant::now();
+        }
+        assert!(Instant::now() < limit, "job {job_id} did not complete");
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// RSS of an agent process serving `duts` DUTs: idle, then with one sleeping job on each.
+async fn memory(server: &Server, duts: usize) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = agent_config(dir.path(), &server.url, "phasebox", "10s", duts, "rss");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, &config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let all_in = |state: &'static str| async move {
+        let limit = Instant::now() + Duration::from_secs(300);
+        loop {
+            let agents = server.state.store.list_agents().await.unwrap();
+            let n = agents.iter().filter(|(d, _)| d.get("state").and_then(Value::as_str) == Some(state)).count();
+            if n >= duts {
+                return;
+            }
+            assert!(Instant::now() < limit, "only {n} of {duts} DUTs in state {state}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    all_in("waiting").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(pid);
+
+    let client = Client::new(ClientConfig::new(server.url.clone())).unwrap();
+    let job = json!({
+        "job_queue": "rss",
+        "allocate_data": {"attack": "sleep", "ms": 8000, "phasebox": {"plugin": "probe"}},
+    });
+    let mut ids = Vec::new();
+    for _ in 0..duts {
+        ids.push(client.submit_job(&job).await.unwrap());
+    }
+    all_in("allocate").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = rss_kib(pid);
+    for id in &ids {
+        wait_complete(server, id).await;
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    (idle, running)
+}
+
+async fn run(quick: bool) {
+    let server = server().await;
+    let (n_long, n_poll) = if quick { (5, 2) } else { (30, 6) };
+    eprintln!("long-poll: {n_long} jobs");
+    let long = measure(&server, "phasebox", n_long, Duration::ZERO).await;
+    eprintln!("Testflinger-style polling every 10 s: {n_poll} jobs, submitted at random points of the interval");
+    let poll = measure(&server, "testflinger", n_poll, Duration::from_secs(10)).await;
+    eprintln!("memory: 50 DUTs");
+    let (idle, running) = memory(&server, 50).await;
+
+    let col = |v: &[Sample], f: &Metric, p: f64| ms(pct(v.iter().map(f).collect(), p));
+    let overhead = |s: &Sample| s.total.saturating_sub(s.engine);
+    println!();
+    println!("phasebox agent: server + agent in one machine over loopback HTTP (SQLite)");
+    println!();
+    println!("{:<58} {:>10} {:>20}", "", "long-poll", "polling every 10 s");
+    let rows: [(&str, &Metric); 4] = [
+        ("job pickup (submit → setup phase starts)", &|s| s.pickup),
+        ("7-phase no-op job, submit → complete on the server", &|s| s.total),
+        ("  the engine's own run of the 7 phases", &|s| s.engine),
+        ("  end-to-end overhead (total − engine)", &overhead),
+    ];
+    for (label, f) in rows {
+        for (p, name) in [(0.5, "p50"), (0.9, "p90")] {
+            println!("{:<58} {:>10} {:>20}", format!("{label} {name}"), col(&long, f, p), col(&poll, f, p));
+        }
+    }
+    println!("{:<58} {:>10} {:>20}", "samples", long.len(), poll.len());
+    println!();
+    println!("goals: pickup p50 ≤ 20 ms, end-to-end overhead ≤ 100 ms (long-poll)");
+    println!();
+    println!(
+        "agent process RSS, 50 DUTs idle           {:>8.1} MiB ({:.0} KiB per DUT)",
+        idle as f64 / 1024.0,
+        idle as f64 / 50.0
+    );
+    println!(
+        "agent process RSS, 50 jobs running        {:>8.1} MiB ({:.0} KiB per running job over idle)",
+        running as f64 / 1024.0,
+        running.saturating_sub(idle) as f64 / 50.0
+    );
+}

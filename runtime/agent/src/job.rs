@@ -1,0 +1,318 @@
+//! One claimed job on one DUT, from the claim to the final result (reference §2.4–2.9):
+//!
+//! 1. The job record is written (before anything else), and the agent's `job_id` posted.
+//! 2. The secret values the server resolved into `test_data.secrets` are taken out of the job
+//!    into [`JobInputs`] (held in memory only; the job the plugins see names the variables but
+//!    carries no values). Attachments are downloaded when the server says they are complete.
+//! 3. The job is planned on the DUT's runner (plugins, policy, device) and run; its events go to
+//!    the [shipper](crate::shipper). A watcher notices a cancel on the server within a second
+//!    (the phasebox event stream, or polling the job's state) and cancels the job's token.
+//! 4. The device's configured cleanup (power-off, reset) runs; then the artifacts and the final
+//!    result are queued, the record removed and the job directory deleted.
+//!
+//! A job that cannot start (the job text, a plugin the runner lacks, a grant the policy refuses,
+//! a missing secret, refused attachments) ends at once with the reason in its `setup` output and
+//! status 100 (Testflinger's code for an agent-side failure).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phasebox_client::ClientError;
+use phasebox_job::{AttachmentsArchive, JobInputs, JobPlan, JobSpec, Phase, Secret, run_job, status};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Protocol;
+use crate::dut::{DutCtx, Shared};
+use crate::outbox::{Delivery, Outbox, worth_retrying};
+use crate::shipper::{self, Finish, ShipMsg, ShipperSetup};
+use crate::spool::{JobRecord, RecordFile};
+
+/// How a job run ended, for the DUT loop.
+#[derive(Debug, Default)]
+pub(crate) struct JobEnd {
+    /// The device's cleanup failed: the DUT should go offline with this comment.
+    pub offline: Option<String>,
+    /// The agent is stopping and the job was abandoned before it finished.
+    pub abandoned: bool,
+}
+
+/// The prefix of the agent's own lines in a job's output.
+const NOTE: &str = "phasebox agent:";
+
+/// Runs a claimed job (the JSON `GET /v1/job` answered) on the DUT.
+pub(crate) async fn run_claimed(
+    shared: &Arc<Shared>,
+    ctx: &DutCtx,
+    outbox: &Outbox,
+    records: &RecordFile,
+    mut job: Value,
+) -> JobEnd {
+    let job_id = job.get("job_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let queue = job.get("job_queue").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let dut = ctx.name.clone();
+    let job_dir = ctx.work_dir.join(&job_id);
+    tracing::info!(dut = %dut, job_id = %job_id, queue = %queue, "job claimed");
+
+    let record = JobRecord {
+        job_id: job_id.clone(),
+        queue,
+        claimed_at: phasebox_job::events::rfc3339(std::time::SystemTime::now()),
+        job_dir: job_dir.clone(),
+        ..JobRecord::default()
+    };
+    if let Err(e) = records.write(&record) {
+        tracing::error!(dut = %dut, job_id = %job_id, error = %e, "cannot write the job record");
+    }
+    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": job_id }) });
+
+    let cancel = CancellationToken::new();
+    let check_before_phase = (shared.config.protocol == Protocol::Testflinger).then(|| shared.client.clone());
+    let (mut sink, notes, shipper) = shipper::start(ShipperSetup {
+        job_id: job_id.clone(),
+        dut: dut.clone(),
+        outbox: outbox.clone(),
+        record_file: records.clone(),
+        record,
+        device_info: ctx.runner.dut.device_info(),
+        cancel: cancel.clone(),
+        check_before_phase,
+        heartbeat: shared.config.heartbeat,
+        observer: shared.observer.clone(),
+    });
+    let note = |phase: Option<Phase>, text: String| {
+        let _ = notes.send(ShipMsg::Note { phase, text: format!("\n{NOTE} {text}\n") });
+    };
+
+    // Secret values leave the job here; what remains names the variables only.
+    let secrets = take_secrets(&mut job);
+    let prepared = prepare(shared, ctx, &job_id, &job, &job_dir).await;
+    let mut end = JobEnd::default();
+    let mut extra_status = None;
+    let mut artifacts = None;
+    let mut job_state = "complete";
+    let mut keep_record = false;
+    // Whether the job's own cleanup phase already left the device as configured (the standard
+    // `cleanup` plugin ran and passed): then the agent does not do it a second time.
+    let mut cleaned_by_job = false;
+
+    match prepared {
+        Err(reason) => {
+            tracing::warn!(dut = %dut, job_id = %job_id, %reason, "job cannot start");
+            note(Some(Phase::Setup), format!("the job cannot start: {reason}"));
+            extra_status = Some((Phase::Setup, status::ENGINE_ERROR));
+        }
+        Ok((plan, attachments)) => {
+            // Aborted when this function returns or unwinds.
+            let watcher = AbortOnDrop(tokio::spawn(watch_cancel(shared.clone(), job_id.clone(), cancel.clone())));
+            let inputs = JobInputs { secrets, attachments };
+            // Boxed so that dropping it (abandoning the job at shutdown) drops the run.
+            let mut running = Box::pin(run_job(&plan, inputs, &mut sink, cancel.clone()));
+            let stop = shared.stop.clone();
+            let mut deadlines: Option<(Instant, Instant)> = None;
+            let outcome = loop {
+                let cancel_at = deadlines.map(|d| d.0);
+                let abandon_at = deadlines.map(|d| d.1);
+                tokio::select! {
+                    r = &mut running => break Some(r),
+                    () = stop.cancelled(), if deadlines.is_none() => {
+                        let grace = shared.config.grace_period;
+                        let now = Instant::now();
+                        deadlines = Some((now + grace / 2, now + grace * 4 / 5));
+                        tracing::info!(dut = %dut, job_id = %job_id, ?grace, "stopping: the running job may finish within the grace period");
+                    }
+                    () = sleep_until(cancel_at), if cancel_at.is_some() && !cancel.is_cancelled() => {
+                        note(None, "the agent is stopping: the job is cancelled (cleanup still runs)".into());
+                        cancel.cancel();
+                    }
+                    () = sleep_until(abandon_at), if abandon_at.is_some() => break None,
+                }
+            };
+            drop(watcher);
+            drop(running);
+            match outcome {
+                None => {
+                    tracing::warn!(dut = %dut, job_id = %job_id, "stopping: job abandoned; the next start reports it and cleans up");
+                    drop(sink);
+                    drop(notes);
+                    let _ = shipper.await;
+                    return JobEnd { abandoned: true, ..JobEnd::default() };
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(dut = %dut, job_id = %job_id, error = %e, "job cannot start");
+                    note(Some(Phase::Setup), format!("the job cannot start: {e}"));
+                    extra_status = Some((Phase::Setup, status::ENGINE_ERROR));
+                }
+                Some(Ok(outcome)) => {
+                    job_state = match outcome.job_state {
+                        phasebox_job::JobState::Complete => "complete",
+                        phasebox_job::JobState::Cancelled => "cancelled",
+                    };
+                    artifacts = outcome.artifacts.as_ref().map(|a| a.path.clone());
+                    cleaned_by_job = outcome
+                        .results
+                        .phasebox
+                        .phases
+                        .get(&Phase::Cleanup)
+                        .is_some_and(|p| p.plugin.as_deref() == Some("cleanup") && p.status == Some(0));
+                    tracing::info!(
+                        dut = %dut, job_id = %job_id, state = job_state, reason = %outcome.end_reason,
+                        ms = outcome.elapsed.as_millis() as u64, "job ended"
+                    );
+                }
+            }
+            // At shutdown the device's cleanup gets what is left before the job would be
+            // abandoned; if it cannot finish, the next start does it (the record stays).
+            let limit = match deadlines {
+                Some((_, abandon_at)) => {
+                    abandon_at.saturating_duration_since(Instant::now()).max(Duration::from_secs(1))
+                }
+                None => ctx.runner.cleanup_budget,
+            };
+            let cleaned = if cleaned_by_job { Ok(()) } else { crate::dut::clean_device(ctx, limit).await.map(drop) };
+            match cleaned {
+                Ok(_) => {}
+                Err(e) if deadlines.is_some() => {
+                    tracing::warn!(dut = %dut, error = %e, "stopping: the device is cleaned up at the next start");
+                    keep_record = true;
+                }
+                Err(e) => {
+                    note(Some(Phase::Cleanup), format!("{e}; the device is taken offline"));
+                    end.offline = Some(format!("{NOTE} {e}"));
+                }
+            }
+        }
+    }
+
+    let (done, finished) = oneshot::channel();
+    let _ = notes.send(ShipMsg::Finish(Finish { job_state: job_state.into(), extra_status, artifacts, done }));
+    let _ = finished.await;
+    drop(sink);
+    drop(notes);
+    let _ = shipper.await;
+    // Everything is delivered or spooled (the archive moved into the spool): the record and
+    // the job directory can go.
+    outbox.barrier().await;
+    if !keep_record {
+        records.remove();
+    }
+    remove_job_dir(&job_dir);
+    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": "" }) });
+    if let Some(o) = &shared.observer {
+        o.job_finished(&dut, &job_id);
+    }
+    end
+}
+
+/// Takes the secret values out of `test_data.secrets`, leaving empty strings: the job the
+/// plugins see names the variables and holds no value. Values the server could not resolve
+/// (`""`) are left out; a phase that declared one then refuses to start, naming it.
+fn take_secrets(job: &mut Value) -> BTreeMap<String, Secret> {
+    let mut secrets = BTreeMap::new();
+    if let Some(Value::Object(map)) = job.get_mut("test_data").and_then(|t| t.get_mut("secrets")) {
+        for (name, value) in map.iter_mut() {
+            if let Value::String(s) = value {
+                let taken = std::mem::take(s);
+                if !taken.is_empty() {
+                    secrets.insert(name.clone(), Secret::new(taken));
+                }
+            }
+        }
+    }
+    secrets
+}
+
+/// Parses and plans the job and fetches its attachments; the reason it cannot start otherwise.
+async fn prepare(
+    shared: &Arc<Shared>,
+    ctx: &DutCtx,
+    job_id: &str,
+    job: &Value,
+    job_dir: &std::path::Path,
+) -> Result<(JobPlan, Option<AttachmentsArchive>), String> {
+    let spec = JobSpec::from_server_json(&job.to_string()).map_err(|e| format!("the job is not valid: {e}"))?;
+    remove_job_dir(job_dir);
+    let mut plan = JobPlan::new(&spec, &ctx.runner, &ctx.plugins, job_dir).map_err(|e| e.to_string())?;
+    if let Some(device) = &ctx.device {
+        // Also shows plugins the device's `cleanup_action`, which the standard cleanup plugin
+        // carries out.
+        plan.use_device(device.clone());
+    }
+    let complete = job.get("attachments_status").and_then(Value::as_str) == Some("complete");
+    let attachments = if complete { Some(download_attachments(shared, job_id).await?) } else { None };
+    Ok((plan, attachments))
+}
+
+async fn download_attachments(shared: &Shared, job_id: &str) -> Result<AttachmentsArchive, String> {
+    let mut wait = Duration::from_secs(1);
+    for attempt in 1.. {
+        match shared.client.get_attachments(job_id).await {
+            Ok(bytes) => return Ok(AttachmentsArchive::Bytes(bytes.to_vec())),
+            Err(e) if worth_retrying(&e) && attempt < 5 && !shared.stop.is_cancelled() => {
+                tracing::warn!(job_id, error = %e, attempt, "cannot download the attachments; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(format!("cannot download the attachments: {e}")),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Cancels `cancel` when the server says the job was cancelled: on a phasebox server from the
+/// job's event stream (at once), otherwise by reading the job's state every `cancel_poll`.
+async fn watch_cancel(shared: Arc<Shared>, job_id: String, cancel: CancellationToken) {
+    if shared.config.protocol == Protocol::Phasebox {
+        if crate::watch::event_stream(&shared.client, &job_id, &cancel).await {
+            return;
+        }
+        tracing::debug!(job_id = %job_id, "the server has no event stream; polling the job's state");
+    }
+    loop {
+        tokio::time::sleep(shared.config.cancel_poll).await;
+        match shared.client.job_state(&job_id).await {
+            Ok(state) if state == "cancelled" => {
+                tracing::info!(job_id = %job_id, "job cancelled on the server");
+                cancel.cancel();
+                return;
+            }
+            Ok(_) => {}
+            Err(ClientError::NotFound { .. }) => {}
+            Err(e) => tracing::debug!(job_id = %job_id, error = %e, "cannot read the job's state"),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Deletes a job directory, attachments included (which a job interrupted by a crash left
+/// read-only).
+pub(crate) fn remove_job_dir(dir: &std::path::Path) {
+    let attachments = dir.join("attachments");
+    if attachments.is_dir()
+        && let Err(e) = phasebox_archive::make_writable(&attachments)
+    {
+        tracing::warn!(dir = %attachments.display(), error = %e, "cannot make the attachments writable");
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the job directory"),
+    }
+}

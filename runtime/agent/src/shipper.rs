@@ -1,0 +1,366 @@
+//! The shipper: turns a running job's event stream into what Testflinger's server expects, in
+//! the order Testflinger's agent posts it (reference §2.4–2.7):
+//!
+//! - before each phase, `{"job_state": <phase>}` and the agent's `state` — also for a phase
+//!   the job's data skips, never for `cleanup`, and not for phases left out after a failure or
+//!   a cancel (Testflinger's agent leaves its phase loop there);
+//! - output (`stdout`, `stderr` and the engine's own lines) and the serial console as numbered
+//!   fragments of the `output` and `serial` logs, one counter per log per job, from 0, across
+//!   phases; text is batched for about a second, and sent at once when the phase ends;
+//! - after each phase that ran, the cumulative `{"status": {...}}`, and after `provision` a
+//!   provision log entry;
+//! - at the end, the artifacts archive, then `{"status": {...}, "job_state": ...}`.
+//!
+//! The job engine calls its sink between guest steps, so the sink ([`ChannelSink`]) only hands
+//! each record to this task over a channel. Everything goes out through the DUT's
+//! [outbox](crate::outbox), which keeps the order and spools across outages. The job record is
+//! kept current (phase, statuses, the next fragment numbers) so that an agent restarted after
+//! a crash can report the job's end without reusing a fragment number.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phasebox_client::{Client, LogFragment, LogType};
+use phasebox_job::{EventRecord, JobEvent, JobSink, OutputStream, Phase, SkipReason};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Observer;
+use crate::outbox::{Delivery, Outbox};
+use crate::spool::{JobRecord, RecordFile};
+
+/// How long output waits in a batch at most.
+const BATCH_WINDOW: Duration = Duration::from_secs(1);
+/// A batch this large is sent at once.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// What the shipper task receives.
+pub(crate) enum ShipMsg {
+    /// An event of the job (already redacted by the engine).
+    Event(EventRecord),
+    /// A line of the agent's own for a phase's output (already free of secrets: the agent
+    /// writes only its own words there); `None`: the phase running, or the last one.
+    Note { phase: Option<Phase>, text: String },
+    /// The job is over: send what is left, the artifacts, the final result.
+    Finish(Finish),
+}
+
+/// The end of a job.
+pub(crate) struct Finish {
+    /// `complete` or `cancelled`.
+    pub job_state: String,
+    /// A status to record for a phase the agent failed itself (the job could not start).
+    pub extra_status: Option<(Phase, i32)>,
+    /// The artifacts archive to upload before the final result.
+    pub artifacts: Option<PathBuf>,
+    /// Answered once everything is queued in the outbox.
+    pub done: oneshot::Sender<()>,
+}
+
+/// The job's sink: hands every record to the shipper task, and to the observer.
+pub(crate) struct ChannelSink {
+    tx: mpsc::UnboundedSender<ShipMsg>,
+    dut: Arc<str>,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl JobSink for ChannelSink {
+    fn event(&mut self, record: &EventRecord) {
+        if let Some(o) = &self.observer {
+            o.job_event(&self.dut, record);
+        }
+        let _ = self.tx.send(ShipMsg::Event(record.clone()));
+    }
+}
+
+/// What the shipper needs to know about its job.
+pub(crate) struct ShipperSetup {
+    pub job_id: String,
+    pub dut: Arc<str>,
+    pub outbox: Outbox,
+    pub record_file: RecordFile,
+    pub record: JobRecord,
+    /// Testflinger's `device_info`, sent with the first job state.
+    pub device_info: Map<String, Value>,
+    /// Cancelled by the shipper when the pre-phase check finds the job cancelled.
+    pub cancel: CancellationToken,
+    /// Set for the Testflinger protocol: read the job's state before posting each phase's
+    /// (as Testflinger's agent does), so a cancel is not overwritten by the next phase's state.
+    pub check_before_phase: Option<Client>,
+    pub heartbeat: Duration,
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Starts the shipper task; returns the sink to give the job, the sender for notes and the
+/// end, and the task.
+pub(crate) fn start(
+    setup: ShipperSetup,
+) -> (ChannelSink, mpsc::UnboundedSender<ShipMsg>, tokio::task::JoinHandle<JobRecord>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink = ChannelSink { tx: tx.clone(), dut: setup.dut.clone(), observer: setup.observer.clone() };
+    let shipper = Shipper {
+        output: Batch::default(),
+        serial: Batch::default(),
+        device_info: Some(setup.device_info.clone()),
+        state: "setup".to_owned(),
+        last_state_post: Instant::now(),
+        setup,
+    };
+    (sink, tx, tokio::spawn(shipper.run(rx)))
+}
+
+#[derive(Default)]
+struct Batch {
+    phase: Option<Phase>,
+    text: String,
+    /// The time of its first text (RFC 3339), the fragment's timestamp.
+    time: String,
+    since: Option<Instant>,
+}
+
+struct Shipper {
+    setup: ShipperSetup,
+    output: Batch,
+    serial: Batch,
+    /// Sent with the first job state, then `None`.
+    device_info: Option<Map<String, Value>>,
+    /// The agent state last posted (a phase name), re-posted as the heartbeat.
+    state: String,
+    last_state_post: Instant,
+}
+
+impl Shipper {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShipMsg>) -> JobRecord {
+        loop {
+            let flush_at = [self.output.since, self.serial.since].into_iter().flatten().min().map(|t| t + BATCH_WINDOW);
+            let heartbeat_at = self.last_state_post + self.setup.heartbeat;
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                () = sleep_until(flush_at) => {
+                    self.flush_due();
+                    continue;
+                }
+                () = tokio::time::sleep_until(heartbeat_at) => {
+                    self.post_agent_state();
+                    continue;
+                }
+            };
+            match msg {
+                Some(ShipMsg::Event(record)) => self.event(record).await,
+                Some(ShipMsg::Note { phase, text }) => {
+                    let current = self.setup.record.phase.as_deref().and_then(|p| p.parse().ok());
+                    let phase = phase.or(current).unwrap_or(Phase::Setup);
+                    self.add(LogType::Output, phase, &text, None);
+                }
+                Some(ShipMsg::Finish(finish)) => {
+                    self.finish(finish);
+                    break;
+                }
+                // The job was abandoned: send what there is; the record stays for the next start.
+                None => {
+                    self.flush(LogType::Output);
+                    self.flush(LogType::Serial);
+                    break;
+                }
+            }
+        }
+        self.setup.record
+    }
+
+    async fn event(&mut self, record: EventRecord) {
+        match record.event {
+            JobEvent::PhaseStart { phase, .. } => self.phase_begins(phase, true).await,
+            JobEvent::PhaseSkipped { phase, reason, .. } => {
+                // Testflinger posts a state for a phase its data skips, but leaves its phase
+                // loop after a failure or a cancel.
+                let announced =
+                    !matches!(reason, SkipReason::AfterFailure | SkipReason::Cancelled | SkipReason::JobTimeout);
+                if announced {
+                    self.phase_begins(phase, false).await;
+                }
+            }
+            JobEvent::Output { phase, stream, data } => {
+                let log = if stream == OutputStream::Serial { LogType::Serial } else { LogType::Output };
+                self.add(log, phase, &data, Some(record.time));
+            }
+            JobEvent::PhaseEnd { phase, status, .. } => {
+                self.flush(LogType::Output);
+                self.flush(LogType::Serial);
+                self.setup.record.status.insert(phase.as_str().to_owned(), status);
+                self.save_record();
+                self.push(Delivery::Result {
+                    job_id: self.setup.job_id.clone(),
+                    body: json!({ "status": self.status() }),
+                });
+                if phase == Phase::Provision {
+                    let detail = if status == 0 { "provision_success" } else { "provision_fail" };
+                    self.push(Delivery::ProvisionLog {
+                        agent: self.setup.dut.to_string(),
+                        body: json!({ "job_id": self.setup.job_id, "exit_code": status, "detail": detail }),
+                    });
+                }
+            }
+            JobEvent::JobEnd { .. } => {
+                self.flush(LogType::Output);
+                self.flush(LogType::Serial);
+            }
+            JobEvent::JobStart { .. }
+            | JobEvent::Log { .. }
+            | JobEvent::Case { .. }
+            | JobEvent::Measurement { .. }
+            | JobEvent::Capability { .. }
+            | JobEvent::Artifacts { .. } => {}
+        }
+    }
+
+    /// Before a phase: what is buffered goes out, then the job state and agent state (never
+    /// for cleanup, which Testflinger does not post).
+    async fn phase_begins(&mut self, phase: Phase, runs: bool) {
+        self.flush(LogType::Output);
+        self.flush(LogType::Serial);
+        self.setup.record.phase = Some(phase.as_str().to_owned());
+        self.save_record();
+        if phase == Phase::Cleanup {
+            return;
+        }
+        if runs && let Some(client) = &self.setup.check_before_phase {
+            let check = tokio::time::timeout(Duration::from_secs(2), client.job_state(&self.setup.job_id)).await;
+            if let Ok(Ok(state)) = check
+                && state == "cancelled"
+            {
+                tracing::info!(dut = %self.setup.dut, job_id = %self.setup.job_id, "job cancelled on the server");
+                self.setup.cancel.cancel();
+            }
+        }
+        if self.setup.cancel.is_cancelled() {
+            // Posting the phase would overwrite the server's `cancelled`.
+            return;
+        }
+        let mut body = json!({ "job_state": phase.as_str() });
+        if let Some(info) = self.device_info.take() {
+            body["device_info"] = Value::Object(info);
+        }
+        self.push(Delivery::Result { job_id: self.setup.job_id.clone(), body });
+        self.state = phase.as_str().to_owned();
+        self.post_agent_state();
+    }
+
+    fn post_agent_state(&mut self) {
+        self.last_state_post = Instant::now();
+        self.push(Delivery::AgentData {
+            agent: self.setup.dut.to_string(),
+            body: json!({ "state": self.state, "comment": "" }),
+        });
+    }
+
+    fn batch(&mut self, log: LogType) -> &mut Batch {
+        match log {
+            LogType::Output => &mut self.output,
+            LogType::Serial => &mut self.serial,
+        }
+    }
+
+    fn add(&mut self, log: LogType, phase: Phase, text: &str, time: Option<String>) {
+        if text.is_empty() {
+            return;
+        }
+        if self.batch(log).phase.is_some_and(|p| p != phase) {
+            self.flush(log);
+        }
+        let batch = self.batch(log);
+        if batch.since.is_none() {
+            batch.since = Some(Instant::now());
+            batch.time = time.unwrap_or_else(|| phasebox_job::events::rfc3339(std::time::SystemTime::now()));
+            batch.phase = Some(phase);
+        }
+        batch.text.push_str(text);
+        if batch.text.len() >= BATCH_BYTES {
+            self.flush(log);
+        }
+    }
+
+    fn flush_due(&mut self) {
+        let now = Instant::now();
+        for log in [LogType::Output, LogType::Serial] {
+            if self.batch(log).since.is_some_and(|t| t + BATCH_WINDOW <= now) {
+                self.flush(log);
+            }
+        }
+    }
+
+    /// Sends a batch as the next fragment of its log. The next number is saved in the record
+    /// before the fragment is queued, so a number is never used twice.
+    fn flush(&mut self, log: LogType) {
+        let batch = std::mem::take(self.batch(log));
+        let Some(phase) = batch.phase else { return };
+        if batch.text.is_empty() {
+            return;
+        }
+        let counter = match log {
+            LogType::Output => &mut self.setup.record.next_output,
+            LogType::Serial => &mut self.setup.record.next_serial,
+        };
+        let fragment_number = *counter;
+        *counter += 1;
+        self.save_record();
+        self.push(Delivery::Log {
+            job_id: self.setup.job_id.clone(),
+            log_type: log,
+            fragment: LogFragment {
+                fragment_number,
+                timestamp: batch.time,
+                phase: phase.as_str().to_owned(),
+                log_data: batch.text,
+            },
+        });
+    }
+
+    fn status(&self) -> Value {
+        status_json(&self.setup.record.status)
+    }
+
+    fn finish(&mut self, finish: Finish) {
+        self.flush(LogType::Output);
+        self.flush(LogType::Serial);
+        if let Some((phase, status)) = finish.extra_status {
+            self.setup.record.status.insert(phase.as_str().to_owned(), status);
+        }
+        if let Some(archive) = finish.artifacts {
+            self.push(Delivery::Artifact { job_id: self.setup.job_id.clone(), archive });
+        }
+        let mut body = json!({ "status": self.status(), "job_state": finish.job_state });
+        if let Some(info) = self.device_info.take() {
+            body["device_info"] = Value::Object(info);
+        }
+        self.push(Delivery::Result { job_id: self.setup.job_id.clone(), body });
+        self.setup.record.reported = true;
+        self.save_record();
+        let _ = finish.done.send(());
+    }
+
+    fn push(&self, d: Delivery) {
+        self.setup.outbox.push(d);
+    }
+
+    fn save_record(&self) {
+        if let Err(e) = self.setup.record_file.write(&self.setup.record) {
+            tracing::warn!(dut = %self.setup.dut, error = %e, "cannot update the job record");
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The statuses of a record, as `{"status": {...}}` wants them.
+pub(crate) fn status_json(status: &BTreeMap<String, i32>) -> Value {
+    Value::Object(status.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect())
+}

@@ -1,0 +1,11 @@
+//! Integration tests: a real phasebox server in-process on 127.0.0.1, a real agent, the bundled
+//! plugins and simulated devices.
+//!
+//! * `jobs` — jobs end to end over long-poll and Testflinger-style polling: states, output
+//!   fragments in order, results, artifacts, cancels, secrets, agent states set on the server.
+//! * `faults` — the server going away mid-job, the agent killed mid-phase and restarted on its
+//!   spool, a DUT with a broken configuration beside a working one, SIGTERM with a running job.
+
+mod common;
+mod faults;
+mod jobs;
