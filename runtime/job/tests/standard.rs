@@ -46,7 +46,10 @@ facts = {{ device_ip = "127.0.0.1", ssh_import_gh = "http://127.0.0.1:{port}/gh/
 [policy.allow]
 results = true
 secrets = ["*"]
-files = [{{ path = "/attachments", source = "attachments", access = "ro" }}]
+files = [
+  {{ path = "/attachments", source = "attachments", access = "ro" }},
+  {{ path = "/artifacts", source = "artifacts", access = "rw" }},
+]
 power = true
 console = true
 flash = true
@@ -71,6 +74,7 @@ test_data:
   test_cmds: |
     echo "running $DUT_IMAGE"
     echo "token=$API_TOKEN"
+    mkdir -p artifacts/logs && echo "report for $DUT_IMAGE" > artifacts/logs/report.txt
   secrets:
     API_TOKEN: ci/token
 reserve_data:
@@ -82,7 +86,8 @@ reserve_data:
     )
 }
 
-async fn run(sim: &DutSimHandle, runner: &RunnerConfig, job: &str) -> JobOutcome {
+/// Runs `job` on the simulator; the job directory lives as long as the returned guard.
+async fn run(sim: &DutSimHandle, runner: &RunnerConfig, job: &str) -> (JobOutcome, tempfile::TempDir) {
     let plugins = PluginSet::load(runner).unwrap();
     let spec = JobSpec::from_yaml(job).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -93,7 +98,7 @@ async fn run(sim: &DutSimHandle, runner: &RunnerConfig, job: &str) -> JobOutcome
     let secrets = BTreeMap::from([("API_TOKEN".to_owned(), Secret::new(SECRET.to_owned()))]);
     let inputs = JobInputs { secrets, ..Default::default() };
     let mut events = Vec::new();
-    run_job(&plan, inputs, &mut events, CancellationToken::new()).await.unwrap()
+    (run_job(&plan, inputs, &mut events, CancellationToken::new()).await.unwrap(), dir)
 }
 
 async fn sim() -> DutSimHandle {
@@ -113,7 +118,7 @@ fn files() -> BTreeMap<String, Vec<u8>> {
 async fn a_plain_testflinger_job_runs_on_the_standard_plugins() {
     let (port, server) = serve(files()).await;
     let sim = sim().await;
-    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:*\""), &job(port)).await;
+    let (outcome, _job_dir) = run(&sim, &runner(port, "\"http://127.0.0.1:*\""), &job(port)).await;
     let text = outcome.results.to_json().to_string();
     assert!(outcome.passed(), "{:?}\n{text}", outcome.end_reason);
 
@@ -139,6 +144,11 @@ async fn a_plain_testflinger_job_runs_on_the_standard_plugins() {
     let keys = std::fs::read_to_string(sim.home_dir().join(".ssh/authorized_keys")).unwrap();
     assert_eq!(keys.lines().collect::<Vec<_>>(), [BOB, CAROL]);
     assert!(output(Phase::Reserve).contains("You can now connect to"), "{}", output(Phase::Reserve));
+    // shell: what test_cmds left in artifacts/ on the device is in the job's artifacts.
+    let packed = outcome.artifacts.as_ref().expect("artifacts packed");
+    let listing = std::process::Command::new("tar").arg("-tzf").arg(&packed.path).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("artifacts/logs/report.txt"), "{listing}\n{}", output(Phase::Test));
     // cleanup: powered off, as the device configuration says.
     assert!(!sim.is_powered(), "cleanup powers the device off");
     sim.shutdown().await;
@@ -151,14 +161,14 @@ async fn key_imports_without_an_http_grant_fail_naming_the_grant() {
     let sim = sim().await;
     // The policy allows HTTP to one other origin only: the key server is not offered.
     let job = job(port).replace("version: latest", "version: latest\n  phasebox:\n    plugin: firmware");
-    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:1\""), &job).await;
+    let (outcome, _job_dir) = run(&sim, &runner(port, "\"http://127.0.0.1:1\""), &job).await;
     // The image server is not allowed either, so provision fails first; run reserve alone.
     assert_eq!(outcome.status(Phase::Provision), Some(2), "a refused image url is a job error");
     let reason = &outcome.results.phasebox.phases[&Phase::Provision].reason;
     assert!(reason.contains("cannot download the image") && reason.contains("HttpRequestDenied"), "{reason}");
 
     let reserve_only = "job_queue: sim\nreserve_data:\n  ssh_keys: [gh:bob]\n  timeout: 1\n";
-    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:1\""), reserve_only).await;
+    let (outcome, _job_dir) = run(&sim, &runner(port, "\"http://127.0.0.1:1\""), reserve_only).await;
     assert_eq!(outcome.status(Phase::Reserve), Some(2), "{:?}", outcome.results.phasebox.phases[&Phase::Reserve]);
     let reason = &outcome.results.phasebox.phases[&Phase::Reserve].reason;
     assert!(reason.contains("gh:bob") && reason.contains("not granted http access"), "{reason}");
@@ -166,7 +176,7 @@ async fn key_imports_without_an_http_grant_fail_naming_the_grant() {
 
     // An unreachable key server is as clear.
     drop(server);
-    let outcome = run(&sim, &runner(port, "\"http://127.0.0.1:*\""), reserve_only).await;
+    let (outcome, _job_dir) = run(&sim, &runner(port, "\"http://127.0.0.1:*\""), reserve_only).await;
     let reason = &outcome.results.phasebox.phases[&Phase::Reserve].reason;
     assert!(reason.contains("gh:bob: cannot import keys from GitHub"), "{reason}");
     sim.shutdown().await;
@@ -187,7 +197,7 @@ fn probe_job(steps: &[&str]) -> String {
 async fn console_output_is_redacted_like_the_phase_output() {
     let sim = sim().await;
     assert!(sim.wait_booted(Duration::from_secs(10)).await);
-    let outcome =
+    let (outcome, _job_dir) =
         run(&sim, &runner(1, "\"http://127.0.0.1:1\""), &probe_job(&[&format!("console:echo {SECRET}")])).await;
     assert_eq!(outcome.status(Phase::Allocate), Some(0), "{:?}", outcome.results.phasebox.phases[&Phase::Allocate]);
     let serial = outcome.results.serial.get(&Phase::Allocate).cloned().unwrap_or_default();
@@ -202,7 +212,7 @@ async fn console_output_is_redacted_like_the_phase_output() {
     // console runs is recorded by the engine as the phase's serial log, redacted the same way.
     let job = "job_queue: sim\ntest_data:\n  test_cmds: |\n    echo \"console: $API_TOKEN\" >> \"$DUT_CONSOLE\"\n    \
                sleep 0.5\n  secrets:\n    API_TOKEN: ci/token\n";
-    let outcome = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), job).await;
+    let (outcome, _job_dir) = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), job).await;
     assert_eq!(outcome.status(Phase::Test), Some(0));
     let serial = outcome.results.serial.get(&Phase::Test).cloned().unwrap_or_default();
     assert!(serial.contains("console: **"), "the device's console during the test phase: {serial:?}");
@@ -215,7 +225,7 @@ async fn each_device_handle_works_when_granted_and_is_refused_when_not() {
     let sim = sim().await;
     assert!(sim.wait_booted(Duration::from_secs(10)).await);
     let steps = ["power:status", "console:echo handle-check", "exec:echo from-dut", "flash:4096", "power:cycle"];
-    let outcome = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), &probe_job(&steps)).await;
+    let (outcome, _job_dir) = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), &probe_job(&steps)).await;
     let output = outcome.results.output.get(&Phase::Allocate).cloned().unwrap_or_default();
     assert_eq!(outcome.status(Phase::Allocate), Some(0), "{output}");
     for step in steps {
@@ -335,7 +345,7 @@ async fn exec_reaches_only_the_device_and_gives_no_network() {
     // loads, and its connection to the device is refused by the sandbox.
     let mut runner = runner(1, "\"http://127.0.0.1:1\"");
     runner.policy.allow.network.connect.push(phasebox_sandbox::network::Endpoint::parse("192.0.2.1:9").unwrap());
-    let outcome = run(&sim, &runner, &job).await;
+    let (outcome, _job_dir) = run(&sim, &runner, &job).await;
     let test = outcome.results.output.get(&Phase::Test).cloned().unwrap_or_default();
     assert!(test.contains("on sim-std"), "exec ran on the device: {test}");
     let allocate = &outcome.results.phasebox.phases[&Phase::Allocate];
