@@ -173,6 +173,7 @@ test_data:
     echo "the token the test got: $DEMO_TOKEN"
     echo "the same token in base64: $(printf %s "$DEMO_TOKEN" | base64)"
     echo "demo: the token on the serial console: $DEMO_TOKEN" >> "$DUT_CONSOLE"
+    mkdir -p artifacts && uname -a > artifacts/uname.txt
     uname -s
   secrets:
     DEMO_TOKEN: demo/token
@@ -187,12 +188,37 @@ const DEMO_TOKEN: &str = "demo-token-0123456789";
 /// The image the demo flashes: the simulator boots it and shows its name.
 const DEMO_IMAGE: &[u8] = b"IMAGE_NAME=noble-demo\nphasebox demo image\n";
 
-/// Runs [`DEMO_JOB`] against a simulated device under test, reached over SSH, its console
-/// server and its power controller.
+/// Runs [`DEMO_JOB`] the way a lab runs it: an embedded server (SQLite in a temporary
+/// directory), an agent serving a simulated device under test (reached over SSH, its console
+/// server and its power controller), the job submitted through the client and followed live
+/// until it completes, then its results and artifacts fetched.
 async fn whole_job() -> anyhow::Result<bool> {
-    use phasebox_job::{JobInputs, JobPlan, JobSpec, PluginSet, RunnerConfig, TerminalRenderer};
+    use phasebox_client::{Client, ClientConfig, Credentials};
+    use phasebox_server::auth::{self, Role};
 
-    println!("== a whole job on a simulated device under test (SSH, console, power controller)");
+    println!("== a whole job: server, agent, simulated device under test, client");
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name);
+
+    // The server, on SQLite, with the demo's two clients.
+    let mut server_config = phasebox_server::ServerConfig::in_dir(&path("server"));
+    std::fs::create_dir_all(path("server"))?;
+    std::fs::write(path("server/secrets.key"), phasebox_server::secrets::generate_key().as_str())?;
+    server_config.secrets_key_file = Some(path("server/secrets.key"));
+    let state = phasebox_server::build_state(server_config).await?;
+    const AGENT_SECRET: &str = "demo-agent-secret-0123456789";
+    const USER_SECRET: &str = "demo-user-secret-0123456789";
+    auth::create_client(&state.store, "demo-agent", AGENT_SECRET, Role::Agent).await?;
+    auth::create_client(&state.store, "demo-user", USER_SECRET, Role::Contributor).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server_url = format!("http://{}", listener.local_addr()?);
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(phasebox_server::serve(listener, state, async move {
+        let _ = server_stopped.await;
+    }));
+    println!("   server  {server_url} (SQLite in a temporary directory)");
+
+    // The simulated device and the lab's image server.
     let sim = phasebox_dutsim::DutSim::start(phasebox_dutsim::DutSimConfig {
         name: "sim-dut-1".into(),
         ..Default::default()
@@ -202,19 +228,22 @@ async fn whole_job() -> anyhow::Result<bool> {
         [("/images/noble-demo.img".to_owned(), DEMO_IMAGE.to_vec())].into_iter().collect(),
     )
     .await?;
-    println!("   device sim-dut-1: ssh {}, console {}, power {}", sim.ssh_addr(), sim.console_addr(), sim.power_url());
-    println!("   image server {}", images.url());
+    println!("   device  sim-dut-1: ssh {}, console {}, power {}", sim.ssh_addr(), sim.console_addr(), sim.power_url());
+    println!("   images  {}", images.url());
+
+    // The agent: one device, its runner (the standard plugins) and its device configuration.
     let mut device_config = sim.device_config();
     device_config.cleanup = phasebox_device::CleanupAction::PowerOff;
-    let device = phasebox_device::Device::new(device_config)?;
-
+    std::fs::write(path("device.toml"), device_config.to_toml_string())?;
     let plugins: Vec<String> = ["flash", "firmware", "shell", "reserve", "cleanup"]
         .iter()
         .map(|name| format!("{:?}", phasebox_guests::path(name).display().to_string()))
         .collect();
-    let runner_toml = format!(
-        r#"
-plugins = [{plugins}]
+    std::fs::write(
+        path("runner.toml"),
+        format!(
+            r#"plugins = [{plugins}]
+device = "device.toml"
 [dut]
 name = "sim-dut-1"
 facts = {{ device_ip = "127.0.0.1", ssh_port = "{ssh_port}" }}
@@ -226,48 +255,89 @@ console = true
 exec = true
 flash = true
 http = ["http://127.0.0.1:*"]
+files = [{{ path = "/artifacts", source = "artifacts", access = "rw" }}]
 "#,
-        plugins = plugins.join(", "),
-        ssh_port = sim.ssh_addr().port(),
-    );
-    let runner = RunnerConfig::from_toml(&runner_toml, Path::new("."))?;
-    let plugins = PluginSet::load(&runner)?;
-    let spec = JobSpec::from_yaml(&DEMO_JOB.replace("@IMAGES@", &images.url()))?;
-    let job_dir = tempfile::tempdir()?;
-    let mut plan = JobPlan::new(&spec, &runner, &plugins, job_dir.path())?;
-    plan.use_device(Arc::new(device));
+            plugins = plugins.join(", "),
+            ssh_port = sim.ssh_addr().port(),
+        ),
+    )?;
+    write_private(&path("agent.secret"), AGENT_SECRET)?;
+    std::fs::write(
+        path("agent.toml"),
+        format!(
+            "server = \"{server_url}\"\nspool_dir = \"spool\"\n[credentials]\nclient_id = \"demo-agent\"\n\
+             secret_file = \"agent.secret\"\n\n[[dut]]\nname = \"sim-dut-1\"\nqueues = [\"sim-dut\"]\n\
+             runner = \"runner.toml\"\n"
+        ),
+    )?;
+    let agent = phasebox_agent::Agent::new(phasebox_agent::AgentConfig::from_file(&path("agent.toml"))?)?;
+    let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent.run(async move {
+        let _ = agent_stopped.await;
+    }));
+    println!("   agent   serving sim-dut-1 on queue sim-dut (long-poll claims)");
 
-    let secrets: BTreeMap<String, Secret> = [("DEMO_TOKEN".to_string(), Secret::new(DEMO_TOKEN))].into();
-    let mut terminal = TerminalRenderer::stderr();
-    let outcome =
-        phasebox_job::run_job(&plan, JobInputs { secrets, attachments: None }, &mut terminal, CancellationToken::new())
-            .await?;
-    terminal.finish();
-    let booted = sim.booted_image();
-    sim.shutdown().await;
+    // The user: store the secret, submit, follow live.
+    let mut client_config = ClientConfig::new(server_url.clone());
+    client_config.credentials = Some(Credentials::new("demo-user", USER_SECRET));
+    let user = Client::new(client_config)?;
+    user.put_secret("demo-user", "demo/token", &Secret::new(DEMO_TOKEN)).await?;
+    let job = phasebox_job::JobSpec::from_yaml(&DEMO_JOB.replace("@IMAGES@", &images.url()))?.to_json();
+    let job_id = user.submit_job(&job).await?;
+    println!("   submitted job {job_id}; following its output as `phasebox poll` does:\n");
+    let verdict = crate::client::poll::follow(&user, &job_id, &crate::client::poll::Follow::new(0.2)).await?;
 
+    let results = user.get_results(&job_id).await?;
     let out = std::env::temp_dir().join(format!("phasebox-demo-{}", std::process::id()));
-    let written = phasebox_job::write_outputs(&outcome, &out)?;
-    println!("\n   results   {}", written.results.display());
-    println!("   junit     {}", written.junit.display());
-    println!("   events    {}", written.events.display());
-    if let Some(artifacts) = &written.artifacts {
-        println!("   artifacts {}", artifacts.display());
+    std::fs::create_dir_all(&out)?;
+    let results_path = out.join("results.json");
+    std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
+    let artifacts_path = out.join("artifacts.tar.gz");
+    let artifacts = user.download_artifacts(&job_id, &artifacts_path).await;
+    println!();
+    for phase in ["setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup"] {
+        if let Some(status) = results.get(format!("{phase}_status")) {
+            println!("   {phase:<16} status {status}");
+        }
     }
-    if booted.is_none() {
+    println!("   job state       {}", results.get("job_state").and_then(Value::as_str).unwrap_or("?"));
+    println!("   results   {}", results_path.display());
+    match artifacts {
+        Ok(bytes) => println!("   artifacts {} ({bytes} bytes)", artifacts_path.display()),
+        Err(e) => println!("   artifacts none ({e})"),
+    }
+    if !sim.is_powered() {
         println!("   the device is off after cleanup, as its configuration asks");
     }
-    let results = std::fs::read_to_string(&written.results)?;
-    let events = std::fs::read_to_string(&written.events)?;
-    let leaked = [results.as_str(), events.as_str()].iter().any(|t| t.contains(DEMO_TOKEN));
+    let output = user.get_log(&job_id, phasebox_client::LogType::Output, 0).await?.text();
+    let serial = user.get_log(&job_id, phasebox_client::LogType::Serial, 0).await?.text();
+    println!("   serial log, as `phasebox poll-serial` shows it:");
+    for line in serial.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty()) {
+        println!("     serial│ {line}");
+    }
+    let leaked = [results.to_string(), output, serial].iter().any(|t| t.contains(DEMO_TOKEN));
     if leaked {
-        println!("   the secret leaked into the results or events");
+        println!("   the secret leaked into the results or logs");
     } else {
         println!(
-            "   the secret appears nowhere in the output, console log, results or events: redacted on the way out"
+            "   the secret appears nowhere in the output, serial log or results on the server: redacted on the agent"
         );
     }
-    Ok(outcome.passed() && !leaked)
+
+    let _ = stop_agent.send(());
+    agent.await??;
+    let _ = stop_server.send(());
+    server.await??;
+    sim.shutdown().await;
+    Ok(matches!(verdict, Verdict::Success) && !leaked)
+}
+
+/// Writes a credential file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn load(sandbox: &Sandbox, name: &str) -> anyhow::Result<Arc<Plugin>> {

@@ -19,11 +19,15 @@ fn demo_passes() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Every attempt came out as its grant says"), "{stdout}");
     assert!(!stdout.contains("unexpected"), "{stdout}");
-    // The whole job on the simulated device: the declared secret reached the command and was
-    // redacted on the way out, in plain and base64 form.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the token the test got: **") && !stderr.contains("demo-token-0123456789"), "{stderr}");
-    assert!(stdout.contains("the secret appears nowhere in the results or events"), "{stdout}");
+    // The whole job through an embedded server, an agent and the simulated device: it completed,
+    // the declared secret reached the command and the console and was redacted on the agent, in
+    // plain and base64 form, and its artifacts came back.
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("the token the test got: **") && !all.contains("demo-token-0123456789"), "{all}");
+    assert!(all.contains("serial│ ") && all.contains("the token on the serial console: **"), "{all}");
+    assert!(stdout.contains("job state       complete"), "{stdout}");
+    assert!(stdout.contains("artifacts.tar.gz ("), "{stdout}");
+    assert!(stdout.contains("the secret appears nowhere in the output, serial log or results"), "{stdout}");
 }
 
 #[test]

@@ -351,7 +351,7 @@ impl SshLink {
         match tokio::time::timeout(limit, login).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(failure)) => {
-                tracing::warn!(device, host = %self.config.host, port = self.config.port, error = %failure.1, "SSH connection failed");
+                tracing::info!(device, host = %self.config.host, port = self.config.port, error = %failure.1, "SSH connection failed");
                 Err(failure)
             }
             Err(_) => {

@@ -9,7 +9,7 @@
 mod account;
 mod jobs;
 mod pack;
-mod poll;
+pub(crate) mod poll;
 mod queues;
 mod settings;
 
