@@ -13,6 +13,16 @@
 #               wasi-preview1-component-adapter-provider crates, locked by tool/Cargo.lock)
 #   JavaScript  @bytecodealliance/componentize-js (npm, locked by js/package-lock.json)
 #   Python      componentize-py (PyPI, pinned with its hash in python/requirements.txt)
+#   JS, Python  fixed-env.c, built with the machine's cc into build/fixed-env.so (see below)
+#
+# All three builds are byte-reproducible: the same inputs give the same sha256 on any run and
+# from any checkout directory (`--check` builds twice and compares). componentize-js and
+# componentize-py snapshot an interpreter's memory after running the plugin's top level, and
+# that snapshot holds whatever the interpreter saw of its build machine: random seeds, clock
+# readings, file times and inode numbers, and the name of a randomly named work directory. Their
+# builds therefore run the snapshotting tool under fixed-env.so (an LD_PRELOAD library that fixes
+# the clock, entropy and file metadata the tool sees: fixed-env.c says how) and give each tool a
+# fixed view of its paths; build_js and build_python say what each needs.
 #
 # A plugin is rebuilt only when one of its inputs (sources, manifest, WIT, lock files, tool
 # versions) changed since its last build, so running this before every test run costs seconds.
@@ -100,6 +110,18 @@ install_js_tools() {
         fi
         echo "$want" >"$stamp"
     fi
+    # The library needs seccomp, which some sandboxes and containers forbid. There the plugins
+    # still build, only not reproducibly; --check then fails, as it should.
+    if env LD_PRELOAD="$here/build/fixed-env.so" FIXED_ENV_ROOT=/nonexistent /bin/true 2>/dev/null; then
+        preload="$here/build/fixed-env.so"
+    else
+        preload=""
+        echo "warning: fixed-env.so cannot run here (seccomp unavailable?): JS and Python builds will not be reproducible" >&2
+        if [ $check -eq 1 ]; then
+            echo "--check needs fixed-env.so" >&2
+            exit 1
+        fi
+    fi
 }
 
 install_python_tools() {
@@ -115,6 +137,17 @@ install_python_tools() {
     fi
 }
 
+build_fixed_env() {
+    local stamp=build/fixed-env.so.sha256
+    local want
+    want=$(sha256sum fixed-env.c | cut -d' ' -f1)
+    if [ ! -f build/fixed-env.so ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+        step "building fixed-env.so (cc)"
+        cc -shared -fPIC -O2 -Wall -Wextra -Werror -o build/fixed-env.so fixed-env.c
+        echo "$want" >"$stamp"
+    fi
+}
+
 # ---- builds ---------------------------------------------------------------------------------
 
 # The sha256 of everything a plugin's bytes depend on, so an unchanged plugin is not rebuilt.
@@ -122,7 +155,7 @@ inputs_hash() {
     local lang=$1
     {
         printf '%s\n' "${apt_packages[@]}" "$componentize_js_version" "$componentize_py_version"
-        find "$lang" "$wit_dir" tool/Cargo.lock tool/src build.sh \
+        find "$lang" "$wit_dir" tool/Cargo.lock tool/src build.sh fixed-env.c \
             \( -path "$lang/node_modules" -o -name __pycache__ \) -prune -o -type f -print | LC_ALL=C sort | xargs sha256sum
     } | sha256sum | cut -d' ' -f1
 }
@@ -167,8 +200,42 @@ build_js() {
     done
     # -d http -d fetch-event: without them the engine imports wasi:http (and exports an
     # incoming handler), and the host would refuse the plugin unless it were granted `http`.
-    js/node_modules/.bin/componentize-js js/plugin.js --wit "$out/wit" --world-name plugin \
-        -d http -d fetch-event -o "$out/component.wasm" >"$out/componentize.log"
+    #
+    # Reproducibility. componentize-js hands the engine the initializer script's path, below
+    # $TMPDIR/<12 hex digits of sha256(Math.random())>/, and the directory it runs in (as the
+    # prefix to strip from script names), and Wizer snapshots the engine after it has run the
+    # plugin's top level: both paths end up in the snapshot. So the build runs in one fixed
+    # directory, /tmp/phasebox-componentize-js (a lock keeps two builds from sharing it), with
+    # node's Math.random seeded, which gives the same paths on every build and from any
+    # checkout. Wizer runs under fixed-env.so: the engine seeds Math.random and its hash tables
+    # from WASI random and reads the clocks while it initialises (it reseeds Math.random on the
+    # first call at run time, so a component's Math.random still differs from run to run).
+    local wizer_bin
+    wizer_bin=$(cd js && node --input-type=module -e "import w from '@bytecodealliance/wizer'; console.log(w)")
+    local tmp=/tmp/phasebox-componentize-js
+    # The engine also reads the scripts' file times, hence FIXED_ENV_ROOT. Wizer passes its
+    # whole environment on to the engine, so the wrapper adds nothing to it (fixed-env.so
+    # removes its two variables again, and env drops the PWD that sh exports).
+    if [ -n "$preload" ]; then
+        printf '#!/bin/sh\nexec env -u PWD LD_PRELOAD=%q FIXED_ENV_ROOT=%q %q "$@"\n' \
+            "$preload" "$tmp" "$wizer_bin" >build/wizer-fixed-env
+    else
+        printf '#!/bin/sh\nexec %q "$@"\n' "$wizer_bin" >build/wizer-fixed-env
+    fi
+    chmod +x build/wizer-fixed-env
+    (
+        flock 9
+        rm -rf "$tmp"
+        mkdir -p "$tmp/src"
+        cp js/*.js "$tmp/src/"
+        cp -r "$out/wit" "$tmp/src/"
+        cd "$tmp/src"
+        TMPDIR=$tmp node --random-seed=1 "$here/js/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
+            plugin.js --wit wit --world-name plugin -d http -d fetch-event \
+            --wizer-bin "$here/build/wizer-fixed-env" -o "$here/$out/component.wasm" >"$here/$out/componentize.log"
+        cd "$here"
+        rm -rf "$tmp"
+    ) 9>"$tmp.lock"
     finish js "$out/component.wasm" verify-js
 }
 
@@ -180,12 +247,23 @@ build_python() {
     # dependency is phase.wit.
     cp python/wit/world.wit "$out/wit/"
     cp "$wit_dir/phase.wit" "$out/wit/deps/phasebox-plugin/"
-    # The app's modules are copied out first: the CPython inside componentize-py imports them
-    # while it builds and writes __pycache__ beside them, which must not land in the sources.
-    mkdir -p "$out/app"
-    cp python/*.py "$out/app/"
-    # -p: the app's own modules, and nothing from the machine's site-packages.
-    build/venv/bin/componentize-py -d "$out/wit" -w plugin componentize -p "$out/app" app \
+    # Everything the CPython inside componentize-py reads while it builds lives below one
+    # directory, $fixed, which fixed-env.so reports with fixed file times and inode numbers:
+    #   $fixed/app             a copy of the app's modules (CPython writes __pycache__ beside the
+    #                          modules it imports, which must not land in the sources)
+    #   $fixed/site            an empty virtualenv: VIRTUAL_ENV makes componentize-py add its
+    #                          (empty) site-packages instead of asking the machine's `python3`
+    #                          for its site-packages, whose contents would end up in the plugin
+    #   $fixed/.tmpXXXXXX      componentize-py's own temporary directories (TMPDIR), where it
+    #                          unpacks the standard library
+    # Under fixed-env.so CPython's hash secret and `random` seed are fixed too (componentize-py
+    # reseeds `random` on the first call at run time).
+    local fixed="$here/$out/fixed"
+    mkdir -p "$fixed/app" "$fixed/site/lib/site-packages"
+    cp python/*.py "$fixed/app/"
+    # -p: the app's own modules.
+    env TMPDIR="$fixed" VIRTUAL_ENV="$fixed/site" FIXED_ENV_ROOT="$fixed" LD_PRELOAD="$preload" \
+        build/venv/bin/componentize-py -d "$out/wit" -w plugin componentize -p "$fixed/app" app \
         -o "$out/component.wasm" >"$out/componentize.log"
     finish python "$out/component.wasm" verify-python
 }
@@ -211,6 +289,7 @@ started=$SECONDS
 install_c_tools
 install_js_tools
 install_python_tools
+build_fixed_env
 echo "tools ready in $((SECONDS - started)) s"
 
 languages=(c js python)
