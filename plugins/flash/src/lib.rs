@@ -5,10 +5,11 @@
 //! `provision_data.url` (fetched through `wasi:http`: the phase's grant must name its origin; the
 //! request is made before the device is touched, so a refused or missing image leaves the device
 //! as it was), or from the phase's attachments (`provision_data.attachments`, unpacked read-only
-//! at `/attachments`), named by `provision_data.image` (a file name under `/attachments`) or,
-//! when there is exactly one attached file, that file. Because it can download, the plugin
-//! imports `wasi:http`: the operator's policy must allow HTTP to at least one origin (the image
-//! servers) for it to load, even for jobs that attach their image.
+//! at `/attachments`), named by `provision_data.use_attachment` (a file name under
+//! `/attachments`, as in Testflinger's muxpi jobs) or, when there is exactly one attached file,
+//! that file. Because it can download, the plugin imports `wasi:http`: the operator's policy must
+//! allow HTTP to at least one origin (the image servers) for it to load, even for jobs that
+//! attach their image.
 //!
 //! A device that does not come back within its boot timeout (the device fact `boot_timeout`, in
 //! seconds, default 300: how long a device takes to boot is the operator's knowledge, and
@@ -30,7 +31,9 @@ const CHUNK: usize = 1 << 20;
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Data {
-    /// The image's file name under `/attachments`.
+    /// The image's file name under `/attachments`: Testflinger's `use_attachment` (muxpi), the
+    /// only key for it that a job's `provision_data` may carry.
+    #[serde(rename = "use_attachment", alias = "image")]
     image: Option<String>,
     /// Where to download the image from (Testflinger's `url` of cm3, muxpi and oem types).
     url: Option<String>,
@@ -124,7 +127,7 @@ fn image_path(named: Option<&str>) -> Result<String, Failure> {
     match files.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(Failure::JobError("no image among the attachments".into())),
-        _ => Err(Failure::JobError("several attachments: name the image in provision_data.image".into())),
+        _ => Err(Failure::JobError("several attachments: name the image in provision_data.use_attachment".into())),
     }
 }
 

@@ -16,7 +16,18 @@ use std::sync::OnceLock;
 use phasebox_sandbox::manifest::{self, Manifest};
 
 /// The plugins this crate builds: crate directory under `plugins/` and output name.
-pub const PLUGINS: &[&str] = &["hello", "probe", "http-probe", "shell", "noprovision", "flash", "reserve", "firmware", "cleanup", "device-probe"];
+pub const PLUGINS: &[&str] = &[
+    "hello",
+    "probe",
+    "http-probe",
+    "shell",
+    "noprovision",
+    "flash",
+    "reserve",
+    "firmware",
+    "cleanup",
+    "device-probe",
+];
 
 /// Why the guests could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -129,7 +130,13 @@ fn engine_hash(engine: &Engine) -> String {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A temporary name of its own per write: several threads of one process may store the same
+    // plugin at once (an agent's devices load their plugins concurrently), and an artifact and
+    // its tag must not share one either.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".tmp{}-{}", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed)));
+    let tmp = path.with_file_name(name);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -182,6 +189,25 @@ mod tests {
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
         CompileCache::open(tmp.path()).unwrap();
         assert_eq!(fs::metadata(tmp.path()).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn concurrent_stores_of_one_artifact_all_succeed_and_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(tmp.path()).unwrap();
+        let engine = Engine::default();
+        let bytes = Component::new(&engine, "(component)").unwrap().serialize().unwrap();
+        let sha = "cd".repeat(32);
+        std::thread::scope(|s| {
+            let stores: Vec<_> =
+                (0..8).map(|_| s.spawn(|| (0..20).try_for_each(|_| cache.store(&sha, &engine, &bytes)))).collect();
+            for store in stores {
+                store.join().unwrap().unwrap();
+            }
+        });
+        assert!(cache.load(&sha, &engine).is_some());
+        let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 3, "the key, the artifact and its tag, no temporary files: {left:?}");
     }
 
     #[test]
