@@ -488,6 +488,9 @@ fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::Ph
     })
 }
 
+/// How long the console must stay quiet after a phase ends before its serial log is closed.
+const SERIAL_DRAIN: Duration = Duration::from_millis(500);
+
 /// Records the device's console as the phase's serial log until `stop`: reads whatever the
 /// console prints and sends it as [`PhaseEvent::Serial`], reopening the console if it drops (a
 /// console server may close the connection across a power cycle). A device without a console
@@ -514,10 +517,25 @@ async fn capture_serial(
                 }
             }
         };
+        let mut drain_until: Option<Instant> = None;
         loop {
-            let read = tokio::select! {
-                _ = stop.cancelled() => return,
-                read = session.read(64 * 1024, Duration::from_secs(1)) => read,
+            // After the phase ends, what the device printed just before still belongs to it:
+            // keep reading until the console has been quiet for SERIAL_DRAIN.
+            let draining = stop.is_cancelled();
+            if draining {
+                // A console that never goes quiet (a boot loop) ends the log anyway.
+                let until = *drain_until.get_or_insert_with(|| Instant::now() + SERIAL_DRAIN * 4);
+                if Instant::now() >= until {
+                    return;
+                }
+            }
+            let read = if draining {
+                session.read(64 * 1024, SERIAL_DRAIN).await
+            } else {
+                tokio::select! {
+                    _ = stop.cancelled() => continue,
+                    read = session.read(64 * 1024, Duration::from_secs(1)) => read,
+                }
             };
             match read {
                 Ok(data) if !data.is_empty() => {
@@ -526,7 +544,9 @@ async fn capture_serial(
                         return;
                     }
                 }
+                Ok(_) | Err(DeviceFailure::TimedOut) if draining => return,
                 Ok(_) | Err(DeviceFailure::TimedOut) => {}
+                Err(_) if draining => return,
                 Err(_) => break,
             }
         }
