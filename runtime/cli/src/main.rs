@@ -5,6 +5,7 @@
 //! - 1: it ran, and what it ran did not pass;
 //! - 2: it could not run (bad arguments, unreadable files, a plugin that does not load).
 
+mod admin;
 mod agent;
 mod check;
 mod client;
@@ -54,18 +55,20 @@ enum Command {
         secret_files: Vec<String>,
     },
     /// Serve the Testflinger v1-compatible API (SQLite by default, PostgreSQL by URL) until
-    /// SIGINT or SIGTERM.
+    /// SIGINT or SIGTERM; `admin` manages its clients and restricted queues.
     Server {
         /// The server configuration (TOML); defaults: SQLite in ./phasebox-server.db, blobs in
         /// ./phasebox-blobs.
-        #[arg(long)]
+        #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:5000")]
         listen: std::net::SocketAddr,
-        /// Serve plain HTTP on an address other than loopback.
+        /// Serve plain HTTP on an address other than loopback (not needed with TLS configured).
         #[arg(long)]
         allow_plain_http: bool,
+        #[command(subcommand)]
+        command: Option<server::ServerCommand>,
     },
     /// Serve the devices under test of an agent configuration (see config/agent.toml): claim
     /// jobs from the server and run them, until SIGINT or SIGTERM.
@@ -131,8 +134,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo::run())),
-        Command::Server { config, listen, allow_plain_http } => {
-            runtime().and_then(|rt| rt.block_on(server::run(config, listen, allow_plain_http)))
+        Command::Server { config, listen, allow_plain_http, command } => {
+            runtime().and_then(|rt| rt.block_on(server::run(config, listen, allow_plain_http, command)))
         }
         Command::Run { job, agent_config, out, attachments, secret_files } => runtime()
             .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, agent_config, out, attachments, secret_files }))),

@@ -1,27 +1,55 @@
-//! `phasebox server [--config FILE] [--listen ADDR]`: the Testflinger v1-compatible server.
+//! `phasebox server [--config FILE] [--listen ADDR]`: the Testflinger v1-compatible server, and
+//! `phasebox server admin …` to manage its clients and restricted queues.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::Subcommand;
 use phasebox_server::ServerConfig;
 
 use crate::Verdict;
+use crate::admin::{self, AdminCommand};
 
-/// Serves until SIGINT or SIGTERM. Plain HTTP is served on loopback only unless
-/// `allow_plain_http` is set: tokens and secrets cross this connection.
-pub async fn run(config: Option<PathBuf>, listen: SocketAddr, allow_plain_http: bool) -> anyhow::Result<Verdict> {
-    if !listen.ip().is_loopback() && !allow_plain_http {
-        anyhow::bail!(
-            "refusing to serve plain HTTP on {listen}: tokens and secrets would cross the network unencrypted; \
-             listen on 127.0.0.1 behind a TLS proxy, or pass --allow-plain-http"
-        );
-    }
+/// Subcommands of `phasebox server` (without one, it serves).
+#[derive(Subcommand)]
+pub enum ServerCommand {
+    /// Manage clients and restricted queues in the configured database (`--config`).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+/// Serves until SIGINT or SIGTERM, or runs an admin command. Plain HTTP is served on loopback
+/// only unless `allow_plain_http` is set: tokens and secrets cross this connection. With TLS
+/// configured (`tls_cert_file`, `tls_key_file`) any address is fine.
+pub async fn run(
+    config: Option<PathBuf>,
+    listen: SocketAddr,
+    allow_plain_http: bool,
+    command: Option<ServerCommand>,
+) -> anyhow::Result<Verdict> {
     let config = match &config {
         Some(path) => ServerConfig::from_file(path)?,
         None => ServerConfig::default(),
     };
+    if let Some(ServerCommand::Admin { command }) = command {
+        return admin::run(&config, command).await;
+    }
+    let tls = config.tls_enabled();
+    if !tls && !listen.ip().is_loopback() && !allow_plain_http {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {listen}: tokens and secrets would cross the network unencrypted; \
+             configure tls_cert_file and tls_key_file, listen on 127.0.0.1 behind a TLS proxy, or pass \
+             --allow-plain-http"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    eprintln!("phasebox server listening on http://{}", listener.local_addr()?);
+    let scheme = if tls { "https" } else { "http" };
+    eprintln!("phasebox server listening on {scheme}://{}", listener.local_addr()?);
+    if let Some(metrics) = config.metrics_listen {
+        eprintln!("phasebox server metrics on http://{metrics}/metrics");
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {

@@ -1,11 +1,15 @@
 //! Server benchmarks, printed as a table (run: `cargo bench -p phasebox-server`).
 //!
+//! * `GET /v1/` requests/s with 32 connections: the HTTP layer alone, for scale;
 //! * submit + claim + complete, jobs/s, with 1, 8 and 32 concurrent agents, each doing the
 //!   whole cycle over HTTP on loopback: `POST /v1/job`, `GET /v1/job`, `POST /v1/result`
 //!   (`job_state: complete`); SQLite always, PostgreSQL when PHASEBOX_TEST_POSTGRES_URL is set;
 //! * time from submit to an agent holding the job: long-poll (`wait=30`) p50/p95 beside an agent
 //!   polling every 10 s, Testflinger's default `polling_interval`;
 //! * log fragment ingest (`POST /v1/result/<id>/log/output`), MB/s.
+//!
+//! Arguments after `--` pick groups: `http`, `cycle`, `latency`, `logs`, `sqlite`, `postgres` (e.g.
+//! `cargo bench -p phasebox-server -- cycle sqlite`); none runs everything.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -145,6 +149,29 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[i]
 }
 
+/// `GET /v1/` (no database) from `clients` concurrent connections: the HTTP layer's ceiling
+/// on this machine, in requests/s.
+async fn banner_rate(server: &Server, clients: usize, requests: usize) -> f64 {
+    let per_client = requests / clients;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let base = server.base.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for _ in 0..per_client {
+                let r = http.get(format!("{base}/v1/")).send().await.unwrap();
+                assert!(r.status().is_success());
+                r.bytes().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (per_client * clients) as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Submit → claimed, with an agent already waiting in a long-poll.
 async fn long_poll_latency(server: &Server, rounds: usize) -> Vec<f64> {
     let agent = server.agent("lp", &["lp".to_owned()]).await;
@@ -229,19 +256,36 @@ async fn log_ingest(server: &Server, writers: usize, size: usize, total: usize) 
 }
 
 fn main() {
+    // `cargo bench` adds `--bench`; everything else names groups to run.
+    let picked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let groups = ["http", "cycle", "latency", "logs"];
+    let dbs = ["sqlite", "postgres"];
+    let wants = |set: &[&str], name: &str| {
+        let chosen: Vec<&String> = picked.iter().filter(|p| set.contains(&p.as_str())).collect();
+        chosen.is_empty() || chosen.iter().any(|p| *p == name)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut out = std::io::stdout().lock();
         let postgres = std::env::var("PHASEBOX_TEST_POSTGRES_URL").ok();
-        let mut backends: Vec<(&str, Option<&str>)> = vec![("SQLite", None)];
-        if let Some(url) = postgres.as_deref() {
+        let mut backends: Vec<(&str, Option<&str>)> = Vec::new();
+        if wants(&dbs, "sqlite") {
+            backends.push(("SQLite", None));
+        }
+        if let Some(url) = postgres.as_deref().filter(|_| wants(&dbs, "postgres")) {
             backends.push(("PostgreSQL", Some(url)));
         }
         writeln!(out, "phasebox-server benchmarks (in-process server, HTTP over loopback)").unwrap();
         writeln!(out).unwrap();
         writeln!(out, "| measurement | backend | result |").unwrap();
         writeln!(out, "|---|---|---|").unwrap();
-        for (name, url) in &backends {
+        if wants(&groups, "http") {
+            let server = start(None).await;
+            let rate = banner_rate(&server, 32, 20_000).await;
+            writeln!(out, "| `GET /v1/` (no database), 32 connections | - | {rate:.0} requests/s |").unwrap();
+            server.shutdown().await;
+        }
+        for (name, url) in backends.iter().filter(|_| wants(&groups, "cycle")) {
             for (agents, jobs) in [(1usize, 1000usize), (8, 2000), (32, 3200)] {
                 let server = start(*url).await;
                 let rate = cycle(&server, agents, jobs).await;
@@ -250,8 +294,13 @@ fn main() {
                 server.shutdown().await;
             }
         }
-        for (name, url) in &backends {
+        for (name, url) in backends.iter().filter(|_| wants(&groups, "latency") || wants(&groups, "logs")) {
             let server = start(*url).await;
+            if !wants(&groups, "latency") {
+                run_logs(&mut out, &server, name).await;
+                server.shutdown().await;
+                continue;
+            }
             let mut lp = long_poll_latency(&server, 100).await;
             let p50 = percentile(&mut lp, 0.5);
             let p95 = percentile(&mut lp, 0.95);
@@ -267,13 +316,23 @@ fn main() {
                 )
                 .unwrap();
             }
-            for (size, writers) in [(4096usize, 4usize), (65536, 4), (1 << 20, 2)] {
-                let mbs = log_ingest(&server, writers, size, 64 << 20).await;
-                writeln!(out, "| log fragment ingest, {} KiB fragments, {writers} writers | {name} | {mbs:.1} MB/s |", size / 1024)
-                    .unwrap();
-                out.flush().unwrap();
+            if wants(&groups, "logs") {
+                run_logs(&mut out, &server, name).await;
             }
             server.shutdown().await;
         }
     });
+}
+
+async fn run_logs(out: &mut impl Write, server: &Server, name: &str) {
+    for (size, writers) in [(4096usize, 4usize), (65536, 4), (1 << 20, 2)] {
+        let mbs = log_ingest(server, writers, size, 64 << 20).await;
+        writeln!(
+            out,
+            "| log fragment ingest, {} KiB fragments, {writers} writers | {name} | {mbs:.1} MB/s |",
+            size / 1024
+        )
+        .unwrap();
+        out.flush().unwrap();
+    }
 }

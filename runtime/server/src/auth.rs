@@ -7,8 +7,10 @@
 //! * [`Caller`] is the extractor every handler takes. It never rejects by itself: the handler
 //!   calls [`Caller::require`] with the roles of its row in the endpoint table, which yields
 //!   401/403 exactly as Testflinger does (reference §3.2). Endpoint access is not hierarchical.
-//! * Library functions for the `phasebox server` admin commands: [`create_client`],
-//!   [`grant_role`], [`set_client_secret`], [`delete_client`].
+//! * Library functions for the `phasebox server admin` commands: [`create_client`],
+//!   [`grant_role`], [`set_limits`], [`set_max_priority`], [`set_max_reservation_time`],
+//!   [`set_allowed_queues`], [`set_client_secret`], [`delete_client`], [`add_restricted_queue`],
+//!   [`remove_restricted_queue`], and [`generate_client_secret`] for new secrets.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,6 +23,7 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
 use crate::jwt::TokenError;
@@ -226,21 +229,31 @@ pub fn verify_secret(hash: &str, secret: &str) -> bool {
 pub static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash_secret("phasebox-dummy-secret-for-timing").unwrap_or_default());
 
+/// `len` random characters of `[A-Za-z0-9]`, uniformly.
+fn random_alphanumeric(len: usize) -> Zeroizing<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = Zeroizing::new(String::with_capacity(len));
+    while out.len() < len {
+        let mut buf = Zeroizing::new([0u8; 64]);
+        getrandom::fill(buf.as_mut_slice()).expect("the OS random source works");
+        // Rejection sampling: 248 = 4 * 62 keeps the distribution uniform.
+        let missing = len - out.len();
+        out.extend(buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[(*b % 62) as usize] as char).take(missing));
+    }
+    out
+}
+
 /// A new opaque refresh token (48 characters of `[A-Za-z0-9]`, as Testflinger's) and the
 /// SHA-256 hex under which it is stored.
 pub fn new_refresh_token() -> (String, String) {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut token = String::with_capacity(48);
-    while token.len() < 48 {
-        let mut buf = [0u8; 64];
-        getrandom::fill(&mut buf).expect("the OS random source works");
-        // Rejection sampling: 248 = 4 * 62 keeps the distribution uniform.
-        token.extend(
-            buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[(*b % 62) as usize] as char).take(48 - token.len()),
-        );
-    }
+    let token = random_alphanumeric(48).to_string();
     let hash = refresh_token_hash(&token);
     (token, hash)
+}
+
+/// A new client secret: 40 random characters of `[A-Za-z0-9]` (about 238 bits).
+pub fn generate_client_secret() -> Zeroizing<String> {
+    random_alphanumeric(40)
 }
 
 /// The stored form of a refresh token.
@@ -270,7 +283,7 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-/// Creates a client with a secret and role (`phasebox server client create`).
+/// Creates a client with a secret and role (`phasebox server admin create-client`).
 pub async fn create_client(store: &Store, client_id: &str, secret: &str, role: Role) -> Result<(), AdminError> {
     if secret.chars().count() < 15 {
         return Err(AdminError::WeakSecret);
@@ -295,7 +308,7 @@ pub async fn create_client(store: &Store, client_id: &str, secret: &str, role: R
     Ok(())
 }
 
-/// Changes a client's role (`phasebox server client grant`). Takes effect with the client's
+/// Changes a client's role (`phasebox server admin set-role`). Takes effect with the client's
 /// next access token.
 pub async fn grant_role(store: &Store, client_id: &str, role: Role) -> Result<(), AdminError> {
     let mut client = store.get_client(client_id).await?.ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
@@ -334,6 +347,59 @@ pub async fn set_client_secret(store: &Store, client_id: &str, secret: &str) -> 
     Ok(())
 }
 
+async fn update_client(
+    store: &Store,
+    client_id: &str,
+    change: impl FnOnce(&mut ClientRecord),
+) -> Result<ClientRecord, AdminError> {
+    let mut client = store.get_client(client_id).await?.ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
+    change(&mut client);
+    store.put_client(&client, crate::clock::now_micros()).await?;
+    Ok(client)
+}
+
+/// Replaces a client's `max_priority` (queue or `*` → highest job priority).
+pub async fn set_max_priority(
+    store: &Store,
+    client_id: &str,
+    max_priority: BTreeMap<String, i64>,
+) -> Result<(), AdminError> {
+    update_client(store, client_id, |c| c.max_priority = max_priority).await.map(drop)
+}
+
+/// Replaces a client's `max_reservation_time` (queue or `*` → seconds).
+pub async fn set_max_reservation_time(
+    store: &Store,
+    client_id: &str,
+    max_reservation_time: BTreeMap<String, i64>,
+) -> Result<(), AdminError> {
+    update_client(store, client_id, |c| c.max_reservation_time = max_reservation_time).await.map(drop)
+}
+
+/// Replaces the restricted queues a client may submit to (its `allowed_queues`; order kept,
+/// duplicates dropped). The queues need not be restricted (yet).
+pub async fn set_allowed_queues(store: &Store, client_id: &str, queues: Vec<String>) -> Result<(), AdminError> {
+    let mut unique: Vec<String> = Vec::with_capacity(queues.len());
+    for q in queues {
+        if !unique.contains(&q) {
+            unique.push(q);
+        }
+    }
+    update_client(store, client_id, |c| c.allowed_queues = unique).await.map(drop)
+}
+
+/// Restricts a queue: from then on only clients whose `allowed_queues` list it may submit to
+/// it. Returns `false` when it was restricted already.
+pub async fn add_restricted_queue(store: &Store, queue: &str) -> Result<bool, AdminError> {
+    Ok(store.add_restricted_queue(queue).await?)
+}
+
+/// Lifts a queue's restriction for everybody (clients' `allowed_queues` are kept, so
+/// restricting it again restores its owners). Returns `false` when it was not restricted.
+pub async fn remove_restricted_queue(store: &Store, queue: &str) -> Result<bool, AdminError> {
+    Ok(store.remove_restricted_queue(queue).await?)
+}
+
 /// Deletes a client and its refresh tokens.
 pub async fn delete_client(store: &Store, client_id: &str) -> Result<(), AdminError> {
     if !store.delete_client(client_id).await? {
@@ -362,5 +428,9 @@ mod tests {
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_eq!(h, refresh_token_hash(&t));
         assert_ne!(new_refresh_token().0, t);
+        let s = generate_client_secret();
+        assert_eq!(s.len(), 40);
+        assert!(s.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(*generate_client_secret(), *s);
     }
 }

@@ -38,9 +38,17 @@
 //! # Testflinger's WEBHOOK_URL: `POST /v1/job/<id>/events` forwards only to this scheme+host.
 //! # webhook_url = "https://hooks.example.com"
 //! # webhook_auth_file = "/etc/phasebox/webhook.token"
+//! # HTTPS: a certificate chain and its private key (PEM). With both set the server speaks TLS
+//! # only; without them plain HTTP (which `phasebox server` allows on loopback only).
+//! # tls_cert_file = "/etc/phasebox/tls/cert.pem"
+//! # tls_key_file = "/etc/phasebox/tls/key.pem"
+//! # Serve `/metrics` on this separate address only (e.g. "127.0.0.1:9090"); without it,
+//! # `/metrics` is served by the API listener.
+//! # metrics_listen = "127.0.0.1:9090"
 //! ```
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -92,6 +100,12 @@ pub struct ServerConfig {
     pub webhook_url: Option<String>,
     /// File holding Testflinger's `WEBHOOK_AUTH` bearer token.
     pub webhook_auth_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) for HTTPS; needs [`ServerConfig::tls_key_file`].
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for HTTPS; needs [`ServerConfig::tls_cert_file`].
+    pub tls_key_file: Option<PathBuf>,
+    /// A separate address for `/metrics` (then absent from the API listener).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +128,9 @@ impl Default for ServerConfig {
             job_retention_days: 7,
             webhook_url: None,
             webhook_auth_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            metrics_listen: None,
         }
     }
 }
@@ -134,6 +151,9 @@ impl fmt::Debug for ServerConfig {
             .field("max_long_poll_secs", &self.max_long_poll_secs)
             .field("job_retention_days", &self.job_retention_days)
             .field("webhook_url", &self.webhook_url)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("metrics_listen", &self.metrics_listen)
             .finish_non_exhaustive()
     }
 }
@@ -221,6 +241,9 @@ impl ServerConfig {
                 "database_url must start with sqlite://, postgres:// or postgresql:// (found {scheme:?})"
             )));
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid("tls_cert_file and tls_key_file must be set together".into()));
+        }
         Ok(())
     }
 
@@ -261,6 +284,11 @@ impl ServerConfig {
             return Err(ConfigError::Key { what: "JWT signing key", message: "must be at least 32 bytes".into() });
         }
         Ok(key)
+    }
+
+    /// Whether HTTPS is configured (`tls_cert_file` and `tls_key_file`).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
     }
 
     /// The webhook bearer token, if configured.

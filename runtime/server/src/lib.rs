@@ -4,7 +4,10 @@
 //! and agent work against it — plus additive phasebox extensions, over an embedded SQLite file
 //! or a shared PostgreSQL database.
 //!
-//! * [`router`] lists every route: Testflinger v1 first, then `/phasebox/v1/…` and `/metrics`.
+//! * [`router`] lists every route: Testflinger v1 first, then `/phasebox/v1/…` and `/metrics`
+//!   (or [`metrics_router`] on a listener of its own, with `metrics_listen`); [`openapi`]
+//!   describes them all, at `GET /phasebox/v1/openapi.json`.
+//! * HTTPS with `tls_cert_file` and `tls_key_file` ([`tls`], rustls with *ring*).
 //! * [`launch`] serves a bound listener until a shutdown future completes; the `phasebox
 //!   server` verb binds the address from its flags and passes SIGTERM/SIGINT.
 //! * [`ServerConfig`] is the TOML configuration (unknown keys are errors).
@@ -35,10 +38,12 @@ pub mod handlers;
 pub mod hub;
 pub mod jwt;
 pub mod metrics;
+pub mod openapi;
 mod router;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod webhook;
 
 use std::future::Future;
@@ -50,7 +55,7 @@ use zeroize::Zeroizing;
 
 pub use config::{ConfigError, ServerConfig};
 pub use error::ApiError;
-pub use router::router;
+pub use router::{metrics_router, router};
 pub use state::{AppState, Shared};
 pub use store::{Store, StoreError};
 
@@ -111,12 +116,16 @@ pub async fn build_state(config: ServerConfig) -> Result<AppState, ServerError> 
 
 /// Serves the API on `listener` until `shutdown` completes; then stops accepting, ends
 /// long-polls and event streams, lets requests in progress finish, and closes the store.
+///
+/// With `tls_cert_file` and `tls_key_file` configured the listener speaks HTTPS only; the
+/// certificate and key are checked before the store is opened.
 pub async fn launch<F>(listener: TcpListener, config: ServerConfig, shutdown: F) -> Result<(), ServerError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let tls = tls::load(&config)?;
     let state = build_state(config).await?;
-    serve(listener, state, shutdown).await
+    serve_with(listener, state, tls, shutdown).await
 }
 
 /// [`launch`] with state built by [`build_state`].
@@ -124,8 +133,42 @@ pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> Re
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let tls = tls::load(&state.config)?;
+    serve_with(listener, state, tls, shutdown).await
+}
+
+async fn serve_with<F>(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "phasebox server listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listener = match tls {
+        Some(tls) => Ok(tls::TlsListener::new(listener, tls)?),
+        None => Err(axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        })),
+    };
+    let metrics = match state.config.metrics_listen {
+        Some(at) => {
+            let metrics = TcpListener::bind(at)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {at} for /metrics: {e}")))?;
+            tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+            let app = metrics_router(state.clone());
+            let stop = state.shutdown.clone();
+            Some(tokio::spawn(
+                async move { axum::serve(metrics, app).with_graceful_shutdown(stop.cancelled_owned()).await },
+            ))
+        }
+        None => None,
+    };
+    tracing::info!(%addr, scheme, "phasebox server listening");
     let retention = tokio::spawn(retention_loop(state.clone()));
     let token = state.shutdown.clone();
     let signal = async move {
@@ -133,8 +176,22 @@ where
         tracing::info!("shutting down");
         token.cancel();
     };
-    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(signal).await;
+    let app = router(state.clone());
+    // `Ok`: HTTPS, `Err`: plain HTTP.
+    let result = match listener {
+        Ok(https) => axum::serve(https, app).with_graceful_shutdown(signal).await,
+        Err(http) => axum::serve(http, app).with_graceful_shutdown(signal).await,
+    };
     retention.abort();
+    // Stops with the same signal (or now, should the API listener have failed).
+    state.shutdown.cancel();
+    if let Some(metrics) = metrics {
+        match metrics.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "metrics listener panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     state.store.close().await;
     result.map_err(ServerError::from)
 }

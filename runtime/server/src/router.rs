@@ -1,5 +1,6 @@
 //! [`router`]: every route in one place — Testflinger's v1 API first (the same paths, methods
-//! and status codes), then phasebox's additions.
+//! and status codes), then phasebox's additions. Every route is described in
+//! [`crate::openapi`] (a test holds the two together).
 
 use std::time::Instant;
 
@@ -26,8 +27,9 @@ pub fn router(state: AppState) -> Router {
         |n: u64| DefaultBodyLimit::max(usize::try_from(n.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX));
     let attachments_limit = blob_limit(cfg.max_attachment_bytes);
     let artifact_limit = blob_limit(cfg.max_artifact_bytes);
+    let spec = crate::openapi::Spec::new(cfg);
 
-    Router::new()
+    let api = Router::new()
         // ---------------------------------------------------------------- Testflinger v1
         .route("/v1", get(ext::root))
         .route("/v1/", get(ext::root))
@@ -73,14 +75,25 @@ pub fn router(state: AppState) -> Router {
         // `/oidc/*` is deliberately absent: without OIDC Testflinger answers 404 there, and the
         // CLI relies on that to fall back to anonymous access.
         // ------------------------------------------------------------ phasebox additions
+        .route("/phasebox/v1/openapi.json", get(move || std::future::ready(spec.response())))
         .route("/phasebox/v1/job/{job_id}/events", get(ext::job_events))
         .route("/phasebox/v1/plugins", post(ext::post_plugin))
-        .route("/phasebox/v1/plugins/{sha256}", get(ext::get_plugin).put(ext::put_plugin))
-        .route("/metrics", get(ext::metrics))
-        .fallback(not_found)
+        .route("/phasebox/v1/plugins/{sha256}", get(ext::get_plugin).put(ext::put_plugin));
+    // With `metrics_listen`, `/metrics` is served there only ([`metrics_router`]).
+    let api = if cfg.metrics_listen.is_none() { api.route("/metrics", get(ext::metrics)) } else { api };
+    api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(cfg.max_json_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for the separate listener of `metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ext::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 

@@ -104,7 +104,7 @@ pub async fn submit(
     if spec.has_attachments() {
         spec.attachments_status = Some(AttachmentsStatus::Waiting);
     }
-    check_permissions(&st, &principal, &spec).await?;
+    let may_use_restricted = check_permissions(&st, &principal, &spec).await?;
 
     let tags = spec.tags.clone().unwrap_or_default();
     let job = NewJob {
@@ -118,15 +118,20 @@ pub async fn submit(
         exclude_agents: spec.exclude_agents.clone(),
         tags,
     };
-    st.store.insert_job(&job).await?;
+    if !st.store.insert_job_unless_restricted(&job, may_use_restricted).await? {
+        return Err(restricted_error(&principal, &job.queue));
+    }
     st.metrics.submitted(&job.queue);
     st.hub.queue_changed(&job.queue);
     tracing::info!(job_id = %job_id, queue = %job.queue, priority = job.priority, "job submitted");
     Ok(Json(json!({ "job_id": job_id })))
 }
 
-/// Testflinger's job permission checks (reference §3.2.5), on the token's permissions.
-async fn check_permissions(st: &AppState, principal: &Principal, spec: &JobSpec) -> ApiResult<()> {
+/// Testflinger's job permission checks (reference §3.2.5), on the token's permissions, in its
+/// order: priority, restricted queue, reservation time. Answers whether the caller may submit
+/// to the queue should it be restricted: the store checks whether it is as it inserts the job,
+/// so a restriction added meanwhile is not missed, and the common case costs no extra query.
+async fn check_permissions(st: &AppState, principal: &Principal, spec: &JobSpec) -> ApiResult<bool> {
     let queue = &spec.job_queue;
     let perms = principal.permissions.as_ref();
     let priority = spec.priority();
@@ -142,17 +147,14 @@ async fn check_permissions(st: &AppState, principal: &Principal, spec: &JobSpec)
             )));
         }
     }
-    if st.store.restricted_queues().await?.iter().any(|q| q == queue) {
-        let Some(p) = perms else {
-            return Err(ApiError::Unauthorized(format!("Authentication required to push to restricted queue {queue}")));
-        };
-        if !p.allowed_queues.iter().any(|q| q == queue) {
-            return Err(ApiError::Forbidden(format!("Not authorized to push to restricted queue {queue}")));
-        }
-    }
+    let may_use_restricted = perms.is_some_and(|p| p.allowed_queues.iter().any(|q| q == queue));
     let timeout =
         spec.reserve_data.as_ref().map(|r| r.effective_timeout()).unwrap_or(phasebox_jobspec::DEFAULT_RESERVE_TIMEOUT);
     if timeout > MAX_UNAUTHENTICATED_RESERVE_TIMEOUT {
+        // A restricted-queue refusal comes first: look it up now.
+        if !may_use_restricted && st.store.restricted_queues().await?.iter().any(|q| q == queue) {
+            return Err(restricted_error(principal, queue));
+        }
         let Some(p) = perms else {
             return Err(ApiError::Unauthorized(format!("Authentication required for reservation time: {timeout}")));
         };
@@ -164,7 +166,15 @@ async fn check_permissions(st: &AppState, principal: &Principal, spec: &JobSpec)
             )));
         }
     }
-    Ok(())
+    Ok(may_use_restricted)
+}
+
+/// The refusal of a job for a restricted queue the caller may not use.
+fn restricted_error(principal: &Principal, queue: &str) -> ApiError {
+    match principal.permissions {
+        None => ApiError::Unauthorized(format!("Authentication required to push to restricted queue {queue}")),
+        Some(_) => ApiError::Forbidden(format!("Not authorized to push to restricted queue {queue}")),
+    }
 }
 
 /// The queues an agent document lists.

@@ -2,10 +2,11 @@
 //!
 //! Two backends, picked once from the URL scheme ([`Store::connect`]):
 //!
-//! * **SQLite** (`sqlite://PATH`): one file in WAL mode. Writes go through a pool of exactly one
-//!   connection — the single writer — so a claim (`UPDATE … WHERE seq = (SELECT … LIMIT 1)
-//!   RETURNING …` inside a `BEGIN IMMEDIATE` transaction) can never hand one job to two agents;
-//!   reads use a separate pool and never block the writer.
+//! * **SQLite** (`sqlite://PATH`): one file in WAL mode (`synchronous = NORMAL`). Writes go
+//!   through a pool of exactly one connection — the single writer — so a claim (`UPDATE …
+//!   WHERE seq = (SELECT … LIMIT 1) RETURNING …` inside a `BEGIN IMMEDIATE` transaction) can
+//!   never hand one job to two agents; reads use a separate pool and never block the writer.
+//!   A background task checkpoints the log, so the writer does not stop for it.
 //! * **PostgreSQL** (`postgres://…`): one pool shared by any number of server replicas; a claim
 //!   locks its row with `FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each other's rows
 //!   instead of waiting or double-dispatching.
@@ -14,13 +15,24 @@
 //! connect. Queries are written once with `$N` placeholders, which both drivers accept; where
 //! the dialects differ (the claim's row lock, transaction start) the code says so. Times are
 //! microseconds since the Unix epoch; JSON documents are stored as text.
+//!
+//! The writes of every job's life — submit ([`Store::insert_job_unless_restricted`]), claim
+//! ([`Store::claim`]) and result ([`Store::update_result`]) — are each one transaction in one
+//! round trip: on SQLite a batch of statements between `BEGIN IMMEDIATE` and `COMMIT` sent to
+//! the writer at once (the writer is never held while a task waits to be scheduled), on
+//! PostgreSQL one statement whose data-modifying `WITH` clauses do every part (one commit, no
+//! `BEGIN` and `COMMIT` round trips). Less frequent writes use ordinary transactions.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use sqlx::Connection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 mod records;
 
@@ -77,8 +89,86 @@ pub enum Backend {
 
 #[derive(Clone)]
 enum Pools {
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite { read: SqlitePool, writer: Writer, checkpointer: Arc<Checkpointer> },
     Postgres(PgPool),
+}
+
+/// The single SQLite writer: one connection, used by one task at a time, in turn. (A pool of
+/// one would check the connection with an extra round trip to its worker thread each time it
+/// is handed back.)
+#[derive(Clone)]
+struct Writer {
+    conn: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    options: Arc<SqliteConnectOptions>,
+}
+
+/// The writer, held: derefs to its connection.
+struct WriterLock(tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>);
+
+impl std::ops::Deref for WriterLock {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.0.as_ref().expect("checked when locked")
+    }
+}
+
+impl std::ops::DerefMut for WriterLock {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.0.as_mut().expect("checked when locked")
+    }
+}
+
+impl Writer {
+    async fn connect(options: SqliteConnectOptions) -> Result<Writer> {
+        let conn = SqliteConnection::connect_with(&options).await?;
+        Ok(Writer { conn: Arc::new(tokio::sync::Mutex::new(Some(conn))), options: Arc::new(options) })
+    }
+
+    /// Waits for the writer (first come, first served); an error once the store is closed.
+    async fn lock(&self) -> Result<WriterLock> {
+        let guard = self.conn.clone().lock_owned().await;
+        if guard.is_none() {
+            return Err(StoreError::Database(sqlx::Error::PoolClosed));
+        }
+        Ok(WriterLock(guard))
+    }
+
+    async fn close(&self) {
+        if let Some(conn) = self.conn.lock().await.take()
+            && let Err(e) = conn.close().await
+        {
+            tracing::warn!(error = %e, "closing the SQLite writer failed");
+        }
+    }
+}
+
+/// Copies the SQLite write-ahead log into the database file in the background, so the single
+/// writer never stops for it (the log is written, and synced, exactly as before; only who
+/// checkpoints changes). Ends when the last clone of the store is dropped or closed.
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the background checkpoint runs.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+/// Pages of write-ahead log at which the writer checkpoints itself after all (4 KiB each): a
+/// backstop should the background checkpoints fall behind.
+const WRITER_CHECKPOINT_PAGES: &str = "8000";
+
+async fn checkpoint_loop(read: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // PASSIVE: copies what it can without waiting for, or blocking, readers and the writer.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&read).await {
+            tracing::debug!(error = %e, "background checkpoint failed");
+        }
+    }
 }
 
 /// A connection pool to the store (cheap to clone).
@@ -93,8 +183,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Runs `$body` with `$p` bound to the backend's pool for reads or writes. The body is the
-/// same text for both backends (compiled once per driver).
+/// Runs `$body` with `$p` bound to the backend's pool for reads or writes (on SQLite, writes
+/// get the single writer's connection: the body may use `$p` once). The body is the same text
+/// for both backends (compiled once per driver).
 macro_rules! on {
     ($s:expr, read, $p:ident => $body:expr) => {
         match &$s.pools {
@@ -104,7 +195,11 @@ macro_rules! on {
     };
     ($s:expr, write, $p:ident => $body:expr) => {
         match &$s.pools {
-            Pools::Sqlite { write: $p, .. } => $body,
+            Pools::Sqlite { writer, .. } => {
+                let mut held = writer.lock().await?;
+                let $p = &mut *held;
+                $body
+            }
             Pools::Postgres($p) => $body,
         }
     };
@@ -115,9 +210,10 @@ macro_rules! on {
 macro_rules! tx {
     ($s:expr, $t:ident => $body:expr) => {
         match &$s.pools {
-            Pools::Sqlite { write, .. } => {
+            Pools::Sqlite { writer, .. } => {
+                let mut held = writer.lock().await?;
                 #[allow(unused_mut)]
-                let mut $t = write.begin_with("BEGIN IMMEDIATE").await?;
+                let mut $t = sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await?;
                 $body
             }
             Pools::Postgres(pool) => {
@@ -165,6 +261,72 @@ fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Arguments for [`sqlite_batch`]: owned values, so the batch can run in its own task.
+#[derive(Default)]
+struct SqliteArgs(sqlx::sqlite::SqliteArguments<'static>);
+
+impl SqliteArgs {
+    fn add<T>(&mut self, value: T) -> Result<&mut Self>
+    where
+        T: sqlx::Encode<'static, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'static,
+    {
+        sqlx::Arguments::add(&mut self.0, value).map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))?;
+        Ok(self)
+    }
+}
+
+/// Runs `statements` (several, sharing the `$N` arguments) as one `BEGIN IMMEDIATE … COMMIT`
+/// transaction on the SQLite writer, in a single call to its worker thread: the writer is held
+/// only while SQLite works, not while the caller's task waits to be scheduled between
+/// statements. Returns the rows of any `RETURNING` clause.
+///
+/// A failing statement leaves the rest unrun; the transaction is then rolled back. So is one
+/// whose caller went away mid-batch (a client that disconnected): see [`BatchGuard`].
+async fn sqlite_batch(writer: &Writer, statements: &str, args: SqliteArgs) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
+    let sql = format!("BEGIN IMMEDIATE; {statements} COMMIT;");
+    let mut guard = BatchGuard(Some(writer.lock().await?), writer.options.clone());
+    let Some(held) = guard.0.as_mut() else { return Err(StoreError::Database(sqlx::Error::PoolClosed)) };
+    let result = sqlx::query_with(&sql, args.0).fetch_all(&mut **held).await;
+    let held = guard.0.take();
+    match (result, held) {
+        (Ok(rows), _) => Ok(rows),
+        (Err(e), Some(held)) => {
+            rollback(held, &writer.options).await;
+            Err(e.into())
+        }
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+/// Holds the writer during [`sqlite_batch`]. Dropped with the writer still inside — the caller
+/// was cancelled while the batch ran, possibly between two of its statements — it rolls back
+/// from a task of its own before letting the writer go (the worker thread runs commands in
+/// order, so the rollback follows whatever part of the batch ran).
+struct BatchGuard(Option<WriterLock>, Arc<SqliteConnectOptions>);
+
+impl Drop for BatchGuard {
+    fn drop(&mut self) {
+        if let Some(held) = self.0.take() {
+            let options = self.1.clone();
+            tokio::spawn(async move { rollback(held, &options).await });
+        }
+    }
+}
+
+/// Ends any open transaction on the writer; a connection whose state is then unknown is
+/// replaced by a new one.
+async fn rollback(mut held: WriterLock, options: &SqliteConnectOptions) {
+    let Err(e) = sqlx::query("ROLLBACK").execute(&mut *held).await else { return };
+    if e.to_string().contains("no transaction is active") {
+        return;
+    }
+    tracing::warn!(error = %e, "rollback failed; reopening the SQLite writer");
+    match SqliteConnection::connect_with(options).await {
+        Ok(fresh) => *held.0 = Some(fresh),
+        Err(e) => tracing::error!(error = %e, "cannot reopen the SQLite writer"),
+    }
+}
+
 /// `(nonce, ciphertext, ephemeral, expires_at)`.
 type SecretRow = (Vec<u8>, Vec<u8>, i64, Option<i64>);
 
@@ -183,20 +345,19 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            // The single writer: all writes queue here, in order, without SQLITE_BUSY.
-            let write = SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .acquire_timeout(Duration::from_secs(60))
-                .connect_with(options.clone())
-                .await?;
-            sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+            // The single writer: all writes queue here, in order, without SQLITE_BUSY. It leaves
+            // checkpoints to the background task.
+            let writer = Writer::connect(options.clone().pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)).await?;
+            sqlx::migrate!("./migrations/sqlite").run_direct(&mut *writer.lock().await?).await?;
+            // Readers are not checked before each use: a query on a broken one fails anyway.
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(60))
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
-            Ok(Store { pools: Pools::Sqlite { read, write } })
+            let checkpointer = Arc::new(Checkpointer(tokio::spawn(checkpoint_loop(read.clone()))));
+            Ok(Store { pools: Pools::Sqlite { read, writer, checkpointer } })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool =
                 PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(60)).connect(url).await?;
@@ -218,9 +379,10 @@ impl Store {
     /// Closes all connections (waits for them to be returned).
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { read, write } => {
+            Pools::Sqlite { read, writer, checkpointer } => {
+                checkpointer.0.abort();
                 read.close().await;
-                write.close().await;
+                writer.close().await;
             }
             Pools::Postgres(p) => p.close().await,
         }
@@ -231,43 +393,87 @@ impl Store {
     /// Inserts a submitted job (state `waiting`) with its exclusions and tags, and its
     /// `submitted` event. A `job_id` that exists already is a [`StoreError::Conflict`].
     pub async fn insert_job(&self, job: &NewJob) -> Result<()> {
+        self.insert_job_unless_restricted(job, true).await.map(drop)
+    }
+
+    /// As [`Store::insert_job`], except when the job's queue is restricted and
+    /// `may_use_restricted` is false: then nothing is stored and the answer is `false`. The
+    /// check and the insert are one atomic step.
+    pub async fn insert_job_unless_restricted(&self, job: &NewJob, may_use_restricted: bool) -> Result<bool> {
         let data = serde_json::json!({ "job_queue": job.queue, "job_priority": job.priority }).to_string();
-        tx!(self, t => {
-            let (seq,): (i64,) = sqlx::query_as(
-                "INSERT INTO jobs (job_id, queue, priority, state, created_at, attachments_status, client_id, job_data) \
-                 VALUES ($1, $2, $3, 'waiting', $4, $5, $6, $7) RETURNING seq",
-            )
-            .bind(&job.job_id)
-            .bind(&job.queue)
-            .bind(job.priority)
-            .bind(job.created_at)
-            .bind(&job.attachments_status)
-            .bind(&job.client_id)
-            .bind(&job.job_data)
-            .fetch_one(&mut *t)
-            .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("Job {} already exists", job.job_id)),
-                other => other,
-            })?;
-            for agent in &job.exclude_agents {
-                sqlx::query("INSERT INTO job_exclusions (job_seq, agent) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(seq)
-                    .bind(agent)
-                    .execute(&mut *t)
-                    .await?;
+        let exclusions = serde_json::to_string(&job.exclude_agents)?;
+        let tags = serde_json::to_string(&job.tags)?;
+        let conflict = |e: StoreError| match e {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("Job {} already exists", job.job_id)),
+            other => other,
+        };
+        // $1 job_id, $2 queue, $3 priority, $4 created_at, $5 attachments_status, $6 client_id,
+        // $7 job_data, $8 may_use_restricted, $9 event data, $10 exclusions, $11 tags (JSON arrays).
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                // One transaction in one call to the writer. The restriction test is repeated in
+                // each statement (nothing in between changes it); when it holds, the job named
+                // $1 is the one just inserted (an existing one fails the insert).
+                const SQL: &str = "\
+                    INSERT INTO jobs (job_id, queue, priority, state, created_at, attachments_status, client_id, job_data) \
+                    SELECT $1, $2, $3, 'waiting', $4, $5, $6, $7 \
+                    WHERE $8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2) RETURNING seq; \
+                    INSERT INTO job_exclusions (job_seq, agent) SELECT j.seq, x.value FROM jobs j, json_each($10) x \
+                    WHERE j.job_id = $1 AND ($8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2)) \
+                    ON CONFLICT DO NOTHING; \
+                    INSERT INTO job_tags (job_seq, tag) SELECT j.seq, x.value FROM jobs j, json_each($11) x \
+                    WHERE j.job_id = $1 AND ($8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2)) \
+                    ON CONFLICT DO NOTHING; \
+                    INSERT INTO job_events (job_id, kind, data, created_at) SELECT $1, 'submitted', $9, $4 \
+                    WHERE $8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2);";
+                let mut args = SqliteArgs::default();
+                args.add(job.job_id.clone())?
+                    .add(job.queue.clone())?
+                    .add(job.priority)?
+                    .add(job.created_at)?
+                    .add(job.attachments_status.clone())?
+                    .add(job.client_id.clone())?
+                    .add(job.job_data.clone())?
+                    .add(may_use_restricted)?
+                    .add(data)?
+                    .add(exclusions)?
+                    .add(tags)?;
+                let rows = sqlite_batch(writer, SQL, args).await.map_err(conflict)?;
+                Ok(!rows.is_empty())
             }
-            for tag in &job.tags {
-                sqlx::query("INSERT INTO job_tags (job_seq, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(seq)
-                    .bind(tag)
-                    .execute(&mut *t)
-                    .await?;
+            Pools::Postgres(pool) => {
+                // One statement (so one transaction and one round trip); the event takes the
+                // job's advisory lock first, as `event!` does.
+                const SQL: &str = "\
+                    WITH allowed AS (SELECT ($8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2)) AS ok), \
+                    j AS (INSERT INTO jobs (job_id, queue, priority, state, created_at, attachments_status, client_id, job_data) \
+                        SELECT $1, $2, $3, 'waiting', $4, $5, $6, $7 FROM allowed WHERE allowed.ok RETURNING seq, job_id), \
+                    x AS (INSERT INTO job_exclusions (job_seq, agent) \
+                        SELECT j.seq, a FROM j, jsonb_array_elements_text($10::jsonb) a ON CONFLICT DO NOTHING), \
+                    t AS (INSERT INTO job_tags (job_seq, tag) \
+                        SELECT j.seq, a FROM j, jsonb_array_elements_text($11::jsonb) a ON CONFLICT DO NOTHING), \
+                    e AS (INSERT INTO job_events (job_id, kind, data, created_at) \
+                        SELECT j.job_id, 'submitted', $9, $4 FROM j \
+                        CROSS JOIN LATERAL (SELECT pg_advisory_xact_lock(hashtext(j.job_id))) l) \
+                    SELECT seq FROM j";
+                let row: Option<(i64,)> = sqlx::query_as(SQL)
+                    .bind(&job.job_id)
+                    .bind(&job.queue)
+                    .bind(job.priority)
+                    .bind(job.created_at)
+                    .bind(&job.attachments_status)
+                    .bind(&job.client_id)
+                    .bind(&job.job_data)
+                    .bind(may_use_restricted)
+                    .bind(&data)
+                    .bind(&exclusions)
+                    .bind(&tags)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| conflict(e.into()))?;
+                Ok(row.is_some())
             }
-            event!(self, t, &job.job_id, "submitted", &data, job.created_at);
-            t.commit().await?;
-            Ok(())
-        })
+        }
     }
 
     /// One job by id.
@@ -289,45 +495,61 @@ impl Store {
         if queues.is_empty() {
             return Ok(None);
         }
-        // The only dialect difference: PostgreSQL locks the chosen row and lets concurrent
-        // claimers skip it; SQLite's single writer already serialises claims.
-        let lock = match self.backend() {
-            Backend::Sqlite => "",
-            Backend::Postgres => "FOR UPDATE OF j SKIP LOCKED",
-        };
-        let sql = format!(
-            "UPDATE jobs SET state = 'running', started_at = $1, agent = $2 \
-             WHERE seq = (SELECT j.seq FROM jobs j \
-                 WHERE j.state = 'waiting' AND j.queue IN ({}) \
-                 AND (j.attachments_status IS NULL OR j.attachments_status = 'complete') \
-                 AND NOT EXISTS (SELECT 1 FROM job_exclusions e WHERE e.job_seq = j.seq AND e.agent = $2) \
-                 ORDER BY j.priority DESC, j.seq ASC LIMIT 1 {lock}) \
-             AND state = 'waiting' RETURNING {}",
-            placeholders(3, queues.len()),
-            job_cols!()
+        let data = serde_json::json!({ "agent": agent, "job_state": "running" }).to_string();
+        // $1 now, $2 agent, $3 event data, $4… queues.
+        let candidate = format!(
+            "SELECT j.seq FROM jobs j \
+             WHERE j.state = 'waiting' AND j.queue IN ({}) \
+             AND (j.attachments_status IS NULL OR j.attachments_status = 'complete') \
+             AND NOT EXISTS (SELECT 1 FROM job_exclusions e WHERE e.job_seq = j.seq AND e.agent = $2) \
+             ORDER BY j.priority DESC, j.seq ASC LIMIT 1",
+            placeholders(4, queues.len()),
         );
-        tx!(self, t => {
-            let mut q = sqlx::query_as::<_, JobTuple>(&sql).bind(now).bind(agent);
-            for queue in queues {
-                q = q.bind(queue);
+        let row: Option<JobTuple> = match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                // One transaction in one call to the single writer, which serialises claims:
+                // the candidate is the same job in each statement, and the update comes last
+                // so that its row is the only one returned.
+                let sql = format!(
+                    "INSERT INTO queue_wait_times (queue, wait_seconds, created_at) \
+                     SELECT queue, max(0, $1 - created_at) / 1000000, $1 FROM jobs WHERE seq = ({candidate}); \
+                     INSERT INTO job_events (job_id, kind, data, created_at) \
+                     SELECT job_id, 'claimed', $3, $1 FROM jobs WHERE seq = ({candidate}); \
+                     UPDATE jobs SET state = 'running', started_at = $1, agent = $2 \
+                     WHERE seq = ({candidate}) AND state = 'waiting' RETURNING {};",
+                    job_cols!()
+                );
+                let mut args = SqliteArgs::default();
+                args.add(now)?.add(agent.to_owned())?.add(data)?;
+                for queue in queues {
+                    args.add(queue.clone())?;
+                }
+                let rows = sqlite_batch(writer, &sql, args).await?;
+                rows.first().map(<JobTuple as sqlx::FromRow<'_, sqlx::sqlite::SqliteRow>>::from_row).transpose()?
             }
-            let Some(row) = q.fetch_optional(&mut *t).await? else {
-                t.commit().await?;
-                return Ok(None);
-            };
-            let job = JobRecord::from(row);
-            let wait = (now - job.created_at).max(0) / 1_000_000;
-            sqlx::query("INSERT INTO queue_wait_times (queue, wait_seconds, created_at) VALUES ($1, $2, $3)")
-                .bind(&job.queue)
-                .bind(wait)
-                .bind(now)
-                .execute(&mut *t)
-                .await?;
-            let data = serde_json::json!({ "agent": agent, "job_state": "running" }).to_string();
-            event!(self, t, &job.job_id, "claimed", &data, now);
-            t.commit().await?;
-            Ok(Some(JobRecord { state: "running".into(), started_at: Some(now), agent: Some(agent.into()), ..job }))
-        })
+            Pools::Postgres(pool) => {
+                // One statement: the chosen row is locked, and concurrent claimers (on any
+                // replica) skip it instead of waiting or double-dispatching.
+                let sql = format!(
+                    "WITH c AS ({candidate} FOR UPDATE OF j SKIP LOCKED), \
+                     u AS (UPDATE jobs SET state = 'running', started_at = $1, agent = $2 FROM c \
+                         WHERE jobs.seq = c.seq AND jobs.state = 'waiting' RETURNING jobs.*), \
+                     w AS (INSERT INTO queue_wait_times (queue, wait_seconds, created_at) \
+                         SELECT queue, GREATEST(0, $1 - created_at) / 1000000, $1 FROM u), \
+                     e AS (INSERT INTO job_events (job_id, kind, data, created_at) \
+                         SELECT u.job_id, 'claimed', $3, $1 FROM u \
+                         CROSS JOIN LATERAL (SELECT pg_advisory_xact_lock(hashtext(u.job_id))) l) \
+                     SELECT {} FROM u",
+                    job_cols!()
+                );
+                let mut q = sqlx::query_as::<_, JobTuple>(&sql).bind(now).bind(agent).bind(&data);
+                for queue in queues {
+                    q = q.bind(queue);
+                }
+                q.fetch_optional(pool).await?
+            }
+        };
+        Ok(row.map(JobRecord::from))
     }
 
     /// Cancels a job that is not in a terminal state. Returns whether it was cancelled.
@@ -450,55 +672,60 @@ impl Store {
     /// Applies a result post (`$set` of `status`, `device_info`, `job_state`). A job that does
     /// not exist is a silent no-op (as in Testflinger). Returns whether the job exists.
     pub async fn update_result(&self, job_id: &str, patch: &ResultPatch, now: i64) -> Result<bool> {
-        tx!(self, t => {
-            let row: Option<(String,)> = sqlx::query_as("SELECT result_data FROM jobs WHERE job_id = $1")
-                .bind(job_id)
-                .fetch_optional(&mut *t)
-                .await?;
-            let Some((result,)) = row else {
-                t.commit().await?;
-                return Ok(false);
-            };
-            let mut result: Map<String, Value> = serde_json::from_str(&result)?;
-            if let Some(status) = &patch.status {
-                result.insert("status".into(), status.clone());
-            }
-            if let Some(info) = &patch.device_info {
-                result.insert("device_info".into(), info.clone());
-            }
-            let result = Value::Object(result).to_string();
-            match &patch.job_state {
-                Some(state) => {
-                    sqlx::query("UPDATE jobs SET result_data = $1, state = $2 WHERE job_id = $3")
-                        .bind(&result)
-                        .bind(state)
-                        .bind(job_id)
-                        .execute(&mut *t)
-                        .await?;
+        let mut set = Map::new();
+        let mut data = Map::new();
+        if let Some(status) = &patch.status {
+            set.insert("status".into(), status.clone());
+            data.insert("status".into(), status.clone());
+        }
+        if let Some(s) = &patch.job_state {
+            data.insert("job_state".into(), Value::String(s.clone()));
+        }
+        if let Some(info) = &patch.device_info {
+            set.insert("device_info".into(), info.clone());
+            data.insert("device_info".into(), Value::Bool(true));
+        }
+        let kind = if patch.job_state.is_some() { "state" } else { "result" };
+        let data = Value::Object(data).to_string();
+        // $1 job_id, $2 job_state or NULL, $3 event kind, $4 event data, $5 now, then the
+        // result fields to set.
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                // The stored document's keys are replaced (not merged) by json_set.
+                let mut expr = "result_data".to_owned();
+                let mut args = SqliteArgs::default();
+                args.add(job_id.to_owned())?.add(patch.job_state.clone())?.add(kind)?.add(data)?.add(now)?;
+                for (i, (key, value)) in set.iter().enumerate() {
+                    expr = format!("json_set({expr}, '$.{key}', json(${}))", 6 + i);
+                    args.add(value.to_string())?;
                 }
-                None => {
-                    sqlx::query("UPDATE jobs SET result_data = $1 WHERE job_id = $2")
-                        .bind(&result)
-                        .bind(job_id)
-                        .execute(&mut *t)
-                        .await?;
-                }
+                let sql = format!(
+                    "UPDATE jobs SET result_data = {expr}, state = coalesce($2, state) WHERE job_id = $1 RETURNING 1; \
+                     INSERT INTO job_events (job_id, kind, data, created_at) SELECT $1, $3, $4, $5 FROM jobs \
+                     WHERE job_id = $1;"
+                );
+                Ok(!sqlite_batch(writer, &sql, args).await?.is_empty())
             }
-            let mut data = Map::new();
-            if let Some(s) = &patch.status {
-                data.insert("status".into(), s.clone());
+            Pools::Postgres(pool) => {
+                // `||` replaces top-level keys, as Testflinger's `$set result_data.<key>`.
+                const SQL: &str = "\
+                    WITH u AS (UPDATE jobs SET result_data = (result_data::jsonb || $6::jsonb)::text, \
+                        state = coalesce($2, state) WHERE job_id = $1 RETURNING job_id), \
+                    e AS (INSERT INTO job_events (job_id, kind, data, created_at) SELECT u.job_id, $3, $4, $5 FROM u \
+                        CROSS JOIN LATERAL (SELECT pg_advisory_xact_lock(hashtext(u.job_id))) l) \
+                    SELECT count(*) FROM u";
+                let (n,): (i64,) = sqlx::query_as(SQL)
+                    .bind(job_id)
+                    .bind(&patch.job_state)
+                    .bind(kind)
+                    .bind(&data)
+                    .bind(now)
+                    .bind(Value::Object(set).to_string())
+                    .fetch_one(pool)
+                    .await?;
+                Ok(n > 0)
             }
-            if let Some(s) = &patch.job_state {
-                data.insert("job_state".into(), Value::String(s.clone()));
-            }
-            if patch.device_info.is_some() {
-                data.insert("device_info".into(), Value::Bool(true));
-            }
-            let kind = if patch.job_state.is_some() { "state" } else { "result" };
-            event!(self, t, job_id, kind, &Value::Object(data).to_string(), now);
-            t.commit().await?;
-            Ok(true)
-        })
+        }
     }
 
     /// Number of jobs per state.
@@ -837,6 +1064,26 @@ impl Store {
         })
     }
 
+    /// Restricts `queue` (clients are unchanged). Returns whether it was not restricted yet.
+    pub async fn add_restricted_queue(&self, queue: &str) -> Result<bool> {
+        on!(self, write, p => {
+            let n = sqlx::query("INSERT INTO restricted_queues (queue) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(queue)
+                .execute(p)
+                .await?
+                .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
+    /// Un-restricts `queue` (clients are unchanged). Returns whether it was restricted.
+    pub async fn remove_restricted_queue(&self, queue: &str) -> Result<bool> {
+        on!(self, write, p => {
+            let n = sqlx::query("DELETE FROM restricted_queues WHERE queue = $1").bind(queue).execute(p).await?.rows_affected();
+            Ok(n > 0)
+        })
+    }
+
     /// Un-restricts `queue` for everybody and removes it from the client's `allowed_queues`
     /// (Testflinger's behaviour, reference §7 item 9). Returns whether it was restricted.
     pub async fn unrestrict_queue(&self, queue: &str, client_id: &str) -> Result<bool> {
@@ -1022,7 +1269,7 @@ impl Store {
     /// Reads an unexpired secret; a single-use one is deleted in the same statement, so only
     /// one reader ever gets it.
     pub async fn take_secret(&self, namespace: &str, path: &str, now: i64) -> Result<Option<SealedSecret>> {
-        on!(self, write, p => {
+        tx!(self, t => {
             let row: Option<SecretRow> = sqlx::query_as(
                 "SELECT nonce, ciphertext, ephemeral, expires_at FROM secrets WHERE namespace = $1 AND path = $2 \
                  AND (expires_at IS NULL OR expires_at > $3)",
@@ -1030,22 +1277,27 @@ impl Store {
             .bind(namespace)
             .bind(path)
             .bind(now)
-            .fetch_optional(p)
+            .fetch_optional(&mut *t)
             .await?;
-            let Some((nonce, ciphertext, ephemeral, expires_at)) = row else { return Ok(None) };
+            let Some((nonce, ciphertext, ephemeral, expires_at)) = row else {
+                t.commit().await?;
+                return Ok(None);
+            };
             if ephemeral != 0 {
                 let taken: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
                     "DELETE FROM secrets WHERE namespace = $1 AND path = $2 AND ephemeral = 1 RETURNING nonce, ciphertext",
                 )
                 .bind(namespace)
                 .bind(path)
-                .fetch_optional(p)
+                .fetch_optional(&mut *t)
                 .await?;
+                t.commit().await?;
                 let Some((nonce, ciphertext)) = taken else { return Ok(None) };
                 return Ok(Some(SealedSecret {
                     namespace: namespace.into(), path: path.into(), nonce, ciphertext, ephemeral: true, expires_at,
                 }));
             }
+            t.commit().await?;
             Ok(Some(SealedSecret { namespace: namespace.into(), path: path.into(), nonce, ciphertext, ephemeral: false, expires_at }))
         })
     }
@@ -1062,13 +1314,15 @@ impl Store {
 
     /// A server setting; if absent, stores `default` and returns it (first writer wins).
     pub async fn setting_or_insert(&self, key: &str, default: &str) -> Result<String> {
-        on!(self, write, p => {
+        tx!(self, t => {
             sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(key)
                 .bind(default)
-                .execute(p)
+                .execute(&mut *t)
                 .await?;
-            let (v,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(p).await?;
+            let (v,): (String,) =
+                sqlx::query_as("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(&mut *t).await?;
+            t.commit().await?;
             Ok(v)
         })
     }

@@ -28,18 +28,35 @@ pub enum Db {
     Postgres,
 }
 
-/// SQLite always; PostgreSQL too when PHASEBOX_TEST_POSTGRES_URL is set.
+/// SQLite always; PostgreSQL too when PHASEBOX_TEST_POSTGRES_URL is set. With
+/// PHASEBOX_REQUIRE_POSTGRES=1 (CI) a missing URL fails the test instead.
 pub fn backends() -> Vec<Db> {
     let mut v = vec![Db::Sqlite];
-    if std::env::var("PHASEBOX_TEST_POSTGRES_URL").is_ok() {
+    if postgres_url().is_some() {
         v.push(Db::Postgres);
     }
     v
 }
 
+/// PHASEBOX_TEST_POSTGRES_URL, if set. Panics when it is not but PHASEBOX_REQUIRE_POSTGRES=1,
+/// so CI cannot silently skip PostgreSQL.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("PHASEBOX_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("PHASEBOX_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "PHASEBOX_REQUIRE_POSTGRES=1 but PHASEBOX_TEST_POSTGRES_URL is not set \
+                 (export PHASEBOX_TEST_POSTGRES_URL=\"$(bash runtime/server/ci-postgres.sh)\")"
+            );
+            None
+        }
+    }
+}
+
 /// A new, empty PostgreSQL database on the server named by PHASEBOX_TEST_POSTGRES_URL.
 pub async fn fresh_postgres_url() -> String {
-    let base = std::env::var("PHASEBOX_TEST_POSTGRES_URL").expect("PHASEBOX_TEST_POSTGRES_URL");
+    let base = postgres_url().expect("PHASEBOX_TEST_POSTGRES_URL");
     let mut suffix = [0u8; 6];
     getrandom::fill(&mut suffix).unwrap();
     let name = format!("phasebox_test_{}", hex(&suffix));

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::common::{TestServer, backends};
+use crate::common::{Options, TestServer, backends};
 
 #[tokio::test]
 async fn long_poll_wakes_on_submit() {
@@ -210,6 +210,42 @@ async fn metrics_text() {
     }
     assert!(r.text.contains("phasebox_http_requests_total{method=\"POST\",route=\"/v1/job\",status=\"200\"} 2"));
     s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_on_a_separate_listener() {
+    // A free port for the metrics listener (the server binds it itself).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let at: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let s =
+        TestServer::start_with(Options { edit: Box::new(move |c| c.metrics_listen = Some(at)), ..Options::default() })
+            .await;
+    s.anon().submit(json!({"job_queue": "q"})).await;
+    // The API listener no longer serves it, and the API document leaves it out.
+    let r = s.anon().get("/metrics").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(s.anon().get("/phasebox/v1/openapi.json").await.json()["paths"].get("/metrics").is_none());
+    let metrics = reqwest::get(format!("http://{at}/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    assert!(text.lines().any(|l| l == "phasebox_queue_depth{queue=\"q\"} 1"), "{text}");
+    assert!(!text.contains("route=\"/metrics\""), "metrics scrapes are not counted as API requests");
+    // Nothing but /metrics there.
+    assert_eq!(reqwest::get(format!("http://{at}/v1/")).await.unwrap().status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+    // It stops with the server.
+    assert!(reqwest::get(format!("http://{at}/metrics")).await.is_err());
+}
+
+#[tokio::test]
+async fn metrics_listener_that_cannot_bind_is_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::config_in(dir.path(), crate::common::Db::Sqlite, false).await;
+    config.metrics_listen = Some(taken.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = phasebox_server::launch(listener, config, async {}).await.unwrap_err();
+    assert!(e.to_string().contains("for /metrics"), "{e}");
 }
 
 #[tokio::test]

@@ -7,11 +7,19 @@
 //!   with all data intact.
 //! * `extensions` — long-poll claims, the event stream, the plugin registry, metrics, claims
 //!   under concurrency (no double dispatch).
+//! * `replicas` — two servers on one PostgreSQL database, 8 agents, 500 jobs: each dispatched
+//!   exactly once (PostgreSQL only).
+//! * `openapi` — the OpenAPI document covers every route of the router, and only those.
+//! * `tls` — HTTPS with a self-signed certificate; bad certificate and key files.
 //!
-//! Tests that say so run on PostgreSQL too when PHASEBOX_TEST_POSTGRES_URL is set.
+//! Tests that say so run on PostgreSQL too when PHASEBOX_TEST_POSTGRES_URL is set; with
+//! PHASEBOX_REQUIRE_POSTGRES=1 (as in CI) they fail without it instead.
 
 mod checklist;
 mod common;
 mod extensions;
+mod openapi;
+mod replicas;
 mod robustness;
 mod roles;
+mod tls;

@@ -5,7 +5,7 @@ use phasebox_server::auth::Role;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Options, TestServer};
+use crate::common::{Options, TestServer, backends};
 
 #[tokio::test]
 async fn malformed_bodies_are_clear_4xx() {
@@ -130,6 +130,59 @@ async fn restart_keeps_everything() {
     let job = agent.claim(&["q"]).await.unwrap();
     assert_eq!(job["test_data"]["secrets"]["K"], "kept-secret", "secrets decrypt after a restart");
     s.stop().await;
+}
+
+/// Writes abandoned half-way (a client that disconnects drops its handler wherever it is) are
+/// all or nothing, and the store stays usable.
+#[tokio::test]
+async fn cancelled_writes_are_all_or_nothing() {
+    use phasebox_server::store::{NewJob, ResultPatch};
+
+    for db in backends() {
+        let s = TestServer::start_on(db).await;
+        let store = s.store.clone();
+        let queue = vec!["q".to_owned()];
+        let job = |i: usize| NewJob {
+            job_id: format!("00000000-0000-4000-8000-{i:012}"),
+            queue: "q".into(),
+            priority: 0,
+            created_at: phasebox_server::clock::now_micros(),
+            attachments_status: None,
+            client_id: None,
+            job_data: "{}".into(),
+            exclude_agents: vec!["nobody".into()],
+            tags: vec!["t".into()],
+        };
+        for i in 0..60 {
+            // Each write gets a little longer before it is dropped: before, during or after its
+            // statements run.
+            let patience = std::time::Duration::from_micros(15 * i as u64);
+            let now = phasebox_server::clock::now_micros();
+            let new = job(i);
+            let _ = tokio::time::timeout(patience, store.insert_job(&new)).await;
+            let _ = tokio::time::timeout(patience, store.claim(&queue, "dut", now)).await;
+            let patch = ResultPatch { job_state: Some("complete".into()), ..ResultPatch::default() };
+            let _ = tokio::time::timeout(patience, store.update_result(&new.job_id, &patch, now)).await;
+        }
+        // Whatever ran, ran whole; and the writer works.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        store.insert_job(&job(99)).await.expect("the store still takes writes");
+        let jobs = store.search(&[], false, &[]).await.unwrap();
+        let mut claimed = 0;
+        for j in &jobs {
+            let events = store.events_after(&j.job_id, 0, 100).await.unwrap();
+            let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(kinds.first(), Some(&"submitted"), "{db:?} {}: {kinds:?}", j.job_id);
+            assert_eq!(store.search(&["t".into()], false, &[]).await.unwrap().len(), jobs.len(), "{db:?}: tags");
+            let record = store.get_job(&j.job_id).await.unwrap().unwrap();
+            let was_claimed = kinds.contains(&"claimed");
+            assert_eq!(was_claimed, record.agent.is_some(), "{db:?} {}: {kinds:?} {record:?}", j.job_id);
+            claimed += usize::from(was_claimed);
+            assert_eq!(kinds.contains(&"state"), record.state == "complete", "{db:?} {}: {kinds:?}", j.job_id);
+        }
+        assert_eq!(store.wait_times(&queue).await.unwrap().len(), claimed, "{db:?}: one wait time per claim");
+        s.stop().await;
+    }
 }
 
 impl crate::common::Api {
