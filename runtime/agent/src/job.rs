@@ -82,6 +82,13 @@ pub(crate) async fn run_claimed(
         check_before_phase,
         heartbeat: shared.config.heartbeat,
         observer: shared.observer.clone(),
+        webhook: job.get("job_status_webhook").and_then(Value::as_str).filter(|u| !u.is_empty()).map(|url| {
+            shipper::Webhook {
+                url: url.to_owned(),
+                job_queue: job.get("job_queue").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                events: Vec::new(),
+            }
+        }),
     });
     let note = |phase: Option<Phase>, text: String| {
         let _ = notes.send(ShipMsg::Note { phase, text: format!("\n{NOTE} {text}\n") });

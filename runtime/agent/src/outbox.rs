@@ -63,6 +63,13 @@ pub(crate) enum Delivery {
         /// `job_id`, `exit_code`, `detail`.
         body: Value,
     },
+    /// `POST /v1/job/<job_id>/events`: the job's status events so far, for its webhook.
+    JobEvents {
+        /// The job.
+        job_id: String,
+        /// `agent_id`, `job_queue`, `job_status_webhook`, `events`.
+        body: Value,
+    },
 }
 
 impl Delivery {
@@ -75,6 +82,7 @@ impl Delivery {
             }
             Delivery::Artifact { job_id, .. } => format!("artifacts of job {job_id}"),
             Delivery::ProvisionLog { agent, .. } => format!("provision log of {agent}"),
+            Delivery::JobEvents { job_id, .. } => format!("status events of job {job_id}"),
         }
     }
 
@@ -85,6 +93,7 @@ impl Delivery {
             Delivery::Log { job_id, log_type, fragment } => client.post_log_fragment(job_id, *log_type, fragment).await,
             Delivery::Artifact { job_id, archive } => client.post_artifact(job_id, archive).await,
             Delivery::ProvisionLog { agent, body } => client.post_provision_log(agent, body).await,
+            Delivery::JobEvents { job_id, body } => client.post_job_events(job_id, body).await,
         }
     }
 }
@@ -94,6 +103,19 @@ impl Delivery {
 /// output would lose it for good).
 pub(crate) fn worth_retrying(e: &ClientError) -> bool {
     e.is_transient() || matches!(e, ClientError::Auth { .. })
+}
+
+impl Delivery {
+    /// Whether this delivery, having failed with `e`, should be kept and tried again. Status
+    /// events are best effort, as Testflinger's agent sends them: kept only while the server
+    /// cannot be reached, dropped when it answers with an error (its webhook may be
+    /// unconfigured or down), so they never hold up the job's output behind them.
+    fn worth_retrying(&self, e: &ClientError) -> bool {
+        match self {
+            Delivery::JobEvents { .. } => matches!(e, ClientError::Unreachable { .. } | ClientError::Timeout { .. }),
+            _ => worth_retrying(e),
+        }
+    }
 }
 
 enum Msg {
@@ -219,7 +241,7 @@ impl Task {
         };
         match result {
             Ok(()) => {}
-            Err(e) if worth_retrying(&e) => {
+            Err(e) if d.worth_retrying(&e) => {
                 tracing::warn!(dut = %self.dut, delivery = %d.describe(), error = %e, "server unavailable; spooling");
                 self.spool_it(d);
                 self.backoff = FIRST_RETRY;
@@ -259,7 +281,7 @@ impl Task {
                     self.spool.remove(seq);
                     delivered += 1;
                 }
-                Err(e) if worth_retrying(&e) => {
+                Err(e) if d.worth_retrying(&e) => {
                     self.backoff = if delivered > 0 { FIRST_RETRY } else { (self.backoff * 2).min(MAX_RETRY) };
                     self.retry_at = Some(Instant::now() + self.backoff);
                     tracing::debug!(

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phasebox_client::{Client, LogFragment, LogType};
+use phasebox_job::events::{EndReason, PhaseOutcome};
 use phasebox_job::{EventRecord, JobEvent, JobSink, OutputStream, Phase, SkipReason};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -93,6 +94,20 @@ pub(crate) struct ShipperSetup {
     pub check_before_phase: Option<Client>,
     pub heartbeat: Duration,
     pub observer: Option<Arc<dyn Observer>>,
+    /// Set when the job has a `job_status_webhook`: its status events go to the server.
+    pub webhook: Option<Webhook>,
+}
+
+/// Testflinger's status events (its agent's `event_emitter`): when a job names a
+/// `job_status_webhook`, every event appends `{event_name, timestamp, detail}` to the job's list
+/// and the whole list so far is posted to `/v1/job/<id>/events`, which forwards it.
+pub(crate) struct Webhook {
+    /// The job's `job_status_webhook`.
+    pub url: String,
+    /// The job's queue.
+    pub job_queue: String,
+    /// The events so far.
+    pub events: Vec<Value>,
 }
 
 /// Starts the shipper task; returns the sink to give the job, the sender for notes and the
@@ -171,7 +186,58 @@ impl Shipper {
         self.setup.record
     }
 
+    /// Appends a status event and posts the list so far, when the job has a webhook.
+    fn status_event(&mut self, name: String, detail: String) {
+        let Some(hook) = self.setup.webhook.as_mut() else { return };
+        hook.events.push(json!({
+            "event_name": name,
+            "timestamp": phasebox_job::events::rfc3339(std::time::SystemTime::now()),
+            "detail": detail,
+        }));
+        let body = json!({
+            "agent_id": self.setup.dut.to_string(),
+            "job_queue": hook.job_queue,
+            "job_status_webhook": hook.url,
+            "events": hook.events,
+        });
+        self.push(Delivery::JobEvents { job_id: self.setup.job_id.clone(), body });
+    }
+
+    /// The status events a record stands for (Testflinger's event names).
+    fn status_events_of(&mut self, event: &JobEvent) {
+        if self.setup.webhook.is_none() {
+            return;
+        }
+        match event {
+            JobEvent::JobStart { .. } => self.status_event("job_start".into(), String::new()),
+            JobEvent::PhaseStart { phase, .. } => self.status_event(format!("{phase}_start"), String::new()),
+            JobEvent::PhaseEnd { phase, status, outcome, reason, .. } => {
+                match outcome {
+                    PhaseOutcome::Timeout | PhaseOutcome::JobTimeout => {
+                        self.status_event("global_timeout".into(), reason.clone())
+                    }
+                    PhaseOutcome::OutputTimeout => self.status_event("output_timeout".into(), reason.clone()),
+                    PhaseOutcome::Cancelled => self.status_event("cancelled".into(), reason.clone()),
+                    _ => {}
+                }
+                if *status == 0 {
+                    self.status_event(format!("{phase}_success"), String::new());
+                } else {
+                    self.status_event(format!("{phase}_fail"), reason.clone());
+                }
+            }
+            JobEvent::JobEnd { reason, .. } => {
+                if *reason == EndReason::NormalExit {
+                    self.status_event("normal_exit".into(), String::new());
+                }
+                self.status_event("job_end".into(), reason.to_string());
+            }
+            _ => {}
+        }
+    }
+
     async fn event(&mut self, record: EventRecord) {
+        self.status_events_of(&record.event);
         match record.event {
             JobEvent::PhaseStart { phase, .. } => self.phase_begins(phase, true).await,
             JobEvent::PhaseSkipped { phase, reason, .. } => {

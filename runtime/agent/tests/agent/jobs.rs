@@ -340,3 +340,108 @@ async fn an_idle_dut_sends_heartbeats() {
     assert_eq!(server.agent_doc("dut-h").await.unwrap()["state"], "waiting");
     agent.stop().await;
 }
+
+/// A webhook receiver: records the body of every PUT, answers 200.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    while data.len() < end + 4 + length {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if let Ok(body) = serde_json::from_slice(&data[end + 4..end + 4 + length]) {
+                        bodies.lock().unwrap().push(body);
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, seen, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_events_reach_the_jobs_webhook_and_never_hold_up_the_job() {
+    logging();
+    let (hook, seen, receiver) = webhook_receiver().await;
+    // A server whose webhook host is the receiver.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = phasebox_server::ServerConfig::in_dir(dir.path());
+    config.webhook_url = Some(hook.clone());
+    let server = TestServer::start_in(dir, config, "127.0.0.1:0".parse().unwrap()).await;
+    phasebox_server::auth::create_client(
+        &server.state.store,
+        AGENT_ID,
+        AGENT_SECRET,
+        phasebox_server::auth::Role::Agent,
+    )
+    .await
+    .unwrap();
+    let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-w", "hooks")]);
+    let _agent = RunningAgent::start(&setup);
+    let client = server.anon();
+    let mut job = seven_phases("hooks", json!({}));
+    job["job_status_webhook"] = json!(hook);
+    let job_id = client.submit_job(&job).await.unwrap();
+    wait_state(&client, &job_id, &["complete"], Duration::from_secs(60)).await;
+    wait_until(Duration::from_secs(10), "the last status event forwarded", || async {
+        seen.lock().unwrap().last().is_some_and(|b| {
+            b["events"].as_array().is_some_and(|e| e.last().is_some_and(|last| last["event_name"] == "job_end"))
+        })
+    })
+    .await;
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last["agent_id"], "dut-w");
+    assert_eq!(last["job_queue"], "hooks");
+    let names: Vec<&str> =
+        last["events"].as_array().unwrap().iter().map(|e| e["event_name"].as_str().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"job_start"), "{names:?}");
+    // allocate_data is empty, so allocate is skipped: no events for it.
+    assert!(!names.iter().any(|n| n.starts_with("allocate")), "{names:?}");
+    for phase in PHASES.iter().filter(|p| **p != "allocate") {
+        let start = names.iter().position(|n| *n == format!("{phase}_start"));
+        let success = names.iter().position(|n| *n == format!("{phase}_success"));
+        assert!(start.is_some() && success > start, "{phase}: {names:?}");
+    }
+    assert_eq!(&names[names.len() - 2..], ["normal_exit", "job_end"], "{names:?}");
+    // The list is cumulative: each post holds the one before it.
+    let counts: Vec<usize> = seen.lock().unwrap().iter().map(|b| b["events"].as_array().unwrap().len()).collect();
+    assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "{counts:?}");
+    receiver.abort();
+
+    // A webhook the server cannot forward to (no webhook host configured): the events are
+    // dropped with a log, and the job's own output and results are not held up.
+    let plain = TestServer::start().await;
+    let setup = AgentSetup::new(&plain.url(), "phasebox", "", &[Dut::new("dut-x", "hooks")]);
+    let _agent = RunningAgent::start(&setup);
+    let mut job = seven_phases("hooks", json!({}));
+    job["job_status_webhook"] = json!("http://127.0.0.1:9/hook");
+    let job_id = plain.anon().submit_job(&job).await.unwrap();
+    let results = wait_state(&plain.anon(), &job_id, &["complete"], Duration::from_secs(60)).await;
+    assert_eq!(results["test_status"], 0, "{results:#}");
+}
