@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phasebox_client::ClientError;
+use phasebox_job::events::PhaseOutcome;
 use phasebox_job::{AttachmentsArchive, JobInputs, JobPlan, JobSpec, Phase, Secret, run_job, status};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -159,6 +160,17 @@ pub(crate) async fn run_claimed(
                         phasebox_job::JobState::Cancelled => "cancelled",
                     };
                     artifacts = outcome.artifacts.as_ref().map(|a| a.path.clone());
+                    // Testflinger's agent takes a device offline when recovery failed (exit 46);
+                    // phasebox's analogue is a phase that ended with an infrastructure error, the
+                    // lab's fault: the device is quarantined until an operator looks at it.
+                    if let Some(p) = outcome.phases.iter().find(|p| p.outcome == Some(PhaseOutcome::InfraError)) {
+                        note(
+                            Some(p.phase),
+                            format!("{} ended with an infrastructure error: the device is taken offline", p.phase),
+                        );
+                        end.offline =
+                            Some(format!("Set to offline by agent. Recovery failed during job '{job_id}' execution."));
+                    }
                     cleaned_by_job = outcome
                         .results
                         .phasebox

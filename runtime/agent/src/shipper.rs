@@ -222,6 +222,9 @@ impl Shipper {
                 }
                 if *status == 0 {
                     self.status_event(format!("{phase}_success"), String::new());
+                } else if *outcome == PhaseOutcome::InfraError {
+                    // Testflinger's name for a device that could not be recovered (exit 46).
+                    self.status_event("recovery_fail".into(), reason.clone());
                 } else {
                     self.status_event(format!("{phase}_fail"), reason.clone());
                 }

@@ -445,3 +445,33 @@ async fn status_events_reach_the_jobs_webhook_and_never_hold_up_the_job() {
     let results = wait_state(&plain.anon(), &job_id, &["complete"], Duration::from_secs(60)).await;
     assert_eq!(results["test_status"], 0, "{results:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_infrastructure_error_takes_the_device_offline() {
+    logging();
+    let server = TestServer::start().await;
+    // No device configured: noprovision cannot reach the DUT, an infrastructure error.
+    let mut dut = Dut::new("dut-q", "quarantine");
+    dut.runner.plugins.push(phasebox_guests::path("noprovision"));
+    let setup = AgentSetup::new(&server.url(), "phasebox", "", &[dut]);
+    let _agent = RunningAgent::start(&setup);
+    let client = server.anon();
+    let job = json!({
+        "job_queue": "quarantine",
+        "provision_data": {"skip": false, "phasebox": {"plugin": "noprovision"}},
+        "test_data": {"test_cmds": "true"},
+    });
+    let job_id = client.submit_job(&job).await.unwrap();
+    let results = wait_state(&client, &job_id, &["complete"], Duration::from_secs(60)).await;
+    assert_eq!(results["provision_status"], 3, "{results:#}");
+    assert!(results.get("test_status").is_none(), "a failed provision stops the job: {results:#}");
+    wait_until(Duration::from_secs(10), "dut-q offline", || async {
+        server.agent_doc("dut-q").await.is_some_and(|d| d["state"] == "offline")
+    })
+    .await;
+    let doc = server.agent_doc("dut-q").await.unwrap();
+    let expected = format!("Set to offline by agent. Recovery failed during job '{job_id}' execution.");
+    assert!(doc["comment"].as_str().is_some_and(|c| c.contains(&expected)), "{doc:?}");
+    let output = client.get_log(&job_id, phasebox_client::LogType::Output, 0).await.unwrap().text();
+    assert!(output.contains("infrastructure error: the device is taken offline"), "{output}");
+}
