@@ -13,17 +13,7 @@ use crate::machine::Machine;
 
 pub(crate) async fn serve(listener: TcpListener, machine: Arc<Machine>) {
     loop {
-        let socket = tokio::select! {
-            _ = machine.token.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dutsim console accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((socket, _)) = machine.accept(&listener, "console").await else { return };
         let machine = machine.clone();
         machine.tasks.clone().spawn(client(socket, machine));
     }

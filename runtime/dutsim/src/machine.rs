@@ -72,6 +72,27 @@ impl Machine {
         })
     }
 
+    /// The next connection to one of the simulator's listeners, or `None` once the simulator
+    /// shuts down. Accept errors (out of descriptors, say) are logged and retried.
+    pub(crate) async fn accept(
+        &self,
+        listener: &tokio::net::TcpListener,
+        what: &str,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            tokio::select! {
+                _ = self.token.cancelled() => return None,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => return Some(accepted),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dutsim {what} accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+
     pub(crate) fn is_powered(&self) -> bool {
         lock(&self.state).powered
     }

@@ -11,7 +11,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -25,17 +24,7 @@ use crate::machine::Machine;
 
 pub(crate) async fn serve(listener: TcpListener, machine: Arc<Machine>) {
     loop {
-        let socket = tokio::select! {
-            _ = machine.token.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dutsim power accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((socket, _)) = machine.accept(&listener, "power").await else { return };
         let machine = machine.clone();
         machine.tasks.clone().spawn(async move {
             let service = service_fn(|request| {

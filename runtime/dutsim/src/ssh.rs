@@ -35,17 +35,7 @@ pub(crate) async fn serve(
     });
     let authorized = Arc::new(authorized);
     loop {
-        let (socket, peer) = tokio::select! {
-            _ = machine.token.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dutsim ssh accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((socket, peer)) = machine.accept(&listener, "ssh").await else { return };
         if !machine.is_booted() {
             tracing::debug!(%peer, "dutsim ssh: not booted, closing the connection");
             drop(socket);
