@@ -8,8 +8,25 @@
 #   export PHASEBOX_TEST_POSTGRES_URL="$(bash runtime/server/ci-postgres.sh)"
 #   cargo test -p phasebox-server
 set -euo pipefail
-exec 3>&1 1>&2 # only the URL goes to the caller's stdout (fd 3)
 cd / # the postgres user may not enter the caller's directory
+
+# Everything runs with stdout sent to stderr; only the URL is printed to the caller's stdout, at
+# the very end. The caller's stdout is usually the pipe of a command substitution, which returns
+# only when every holder of that pipe has closed it: the PostgreSQL server started below must not
+# inherit it, or the caller waits forever. Bash saves the stdout it redirects for a function call
+# on a close-on-exec descriptor; the server is also started with every descriptor above stderr
+# closed (a CI runner's pipes included) and /dev/null as stdin.
+without_inherited_fds() {
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            n=${fd##*/}
+            if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi
+        done
+        exec "$@" </dev/null
+    )
+}
+
+set_up_postgres() {
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
@@ -25,18 +42,18 @@ fi
 
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v pg_ctlcluster >/dev/null; then
     "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+    without_inherited_fds "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
 fi
 
 # The package normally creates and starts cluster "main"; without an init system (containers)
 # or with a policy that forbids starting services, it may be missing or down.
 version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 if ! pg_lsclusters -h 2>/dev/null | grep -q .; then
-    "${SUDO[@]}" pg_createcluster "$version" main
+    without_inherited_fds "${SUDO[@]}" pg_createcluster "$version" main
 fi
 read -r cluster_version cluster_name port status _ < <(pg_lsclusters -h | head -n 1)
 if [ "$status" != "online" ]; then
-    "${SUDO[@]}" pg_ctlcluster "$cluster_version" "$cluster_name" start
+    without_inherited_fds "${SUDO[@]}" pg_ctlcluster "$cluster_version" "$cluster_name" start
 fi
 ready=""
 for _ in $(seq 1 60); do
@@ -81,4 +98,8 @@ if ! PGPASSWORD=phasebox psql -h 127.0.0.1 -p "$port" -U phasebox -d phasebox_te
     echo "ci-postgres.sh: cannot log in as phasebox over TCP on port $port (check pg_hba.conf)" >&2
     exit 1
 fi
-echo "$url" >&3
+}
+
+url=""
+set_up_postgres >&2
+echo "$url"
