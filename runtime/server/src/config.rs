@@ -7,6 +7,12 @@
 //! ```toml
 //! # Where the store lives: `sqlite://PATH` (created if missing; one file, WAL) or
 //! # `postgres://user:password@host/db` (any number of server replicas may share it).
+//! # PostgreSQL session settings go in the URL as `options[NAME]=VALUE` parameters. Commits are
+//! # acknowledged once fsynced; `?options[synchronous_commit]=off` acknowledges them before
+//! # (several times the jobs/s on a slow disk), at the price of losing the last moments of
+//! # commits — a claim among them, so a job could be dispatched twice — if PostgreSQL or its
+//! # machine crashes. SQLite always acknowledges commits once they are in its WAL file: safe
+//! # against a crash of the server, not of the machine.
 //! database_url = "sqlite:///var/lib/phasebox/server.db"
 //! # Attachments, artifacts and plugins are files below this directory (shared storage when
 //! # several replicas share one PostgreSQL database).
@@ -66,7 +72,8 @@ pub const JWT_KEY_ENV: &str = "PHASEBOX_JWT_SIGNING_KEY";
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// `sqlite://PATH` or `postgres://...` (also `postgresql://`).
+    /// `sqlite://PATH` or `postgres://...` (also `postgresql://`; session settings as
+    /// `options[NAME]=VALUE` query parameters).
     pub database_url: String,
     /// Directory of attachments, artifacts and plugins.
     pub blob_dir: PathBuf,
@@ -155,6 +162,21 @@ impl fmt::Debug for ServerConfig {
             .field("tls_key_file", &self.tls_key_file)
             .field("metrics_listen", &self.metrics_listen)
             .finish_non_exhaustive()
+    }
+}
+
+/// The URL of database `name` on the server that `url` names, with `url`'s user, password and
+/// connection parameters (`postgres://u:p@host:5432/old?options[x]=y` →
+/// `postgres://u:p@host:5432/NAME?options[x]=y`).
+pub fn url_for_database(url: &str, name: &str) -> String {
+    let (address, parameters) = url.split_once('?').map_or((url, None), |(a, p)| (a, Some(p)));
+    let server = match address.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split_once('/').map_or(rest, |(host, _)| host)),
+        None => address.to_owned(),
+    };
+    match parameters {
+        Some(p) => format!("{server}/{name}?{p}"),
+        None => format!("{server}/{name}"),
     }
 }
 
@@ -335,5 +357,15 @@ mod tests {
     fn debug_hides_passwords() {
         let c = ServerConfig { database_url: "postgres://u:hunter2@db/x".into(), ..ServerConfig::default() };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn url_for_database_keeps_credentials_and_parameters() {
+        assert_eq!(
+            url_for_database("postgres://u:p@db:5432/main?options[synchronous_commit]=off", "other"),
+            "postgres://u:p@db:5432/other?options[synchronous_commit]=off"
+        );
+        assert_eq!(url_for_database("postgresql://db/main", "other"), "postgresql://db/other");
+        assert_eq!(url_for_database("postgres://db", "other"), "postgres://db/other");
     }
 }

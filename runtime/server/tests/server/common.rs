@@ -63,8 +63,7 @@ pub async fn fresh_postgres_url() -> String {
     let admin = sqlx_admin(&base).await;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
     admin.close().await;
-    let (prefix, _) = base.rsplit_once('/').expect("URL with a database name");
-    format!("{prefix}/{name}")
+    phasebox_server::config::url_for_database(&base, &name)
 }
 
 async fn sqlx_admin(url: &str) -> sqlx::PgPool {

@@ -191,3 +191,43 @@ impl crate::common::Api {
         crate::common::Api { base: format!("http://{}", s.addr), ..self.clone() }
     }
 }
+
+/// PostgreSQL session settings given in `database_url` (`options[NAME]=VALUE`) reach every
+/// connection the store writes with: with `synchronous_commit=off` the job cycle works, and
+/// with `default_transaction_read_only=on` the server refuses to start (its migrations cannot
+/// write) instead of running without the setting.
+#[tokio::test]
+async fn postgres_session_settings_come_from_the_url() {
+    use phasebox_server::Store;
+    use phasebox_server::store::NewJob;
+    if crate::common::postgres_url().is_none() {
+        eprintln!("skipped: PHASEBOX_TEST_POSTGRES_URL is not set");
+        return;
+    }
+    let base = crate::common::fresh_postgres_url().await;
+    let separator = if base.contains('?') { '&' } else { '?' };
+
+    let read_only = format!("{base}{separator}options[default_transaction_read_only]=on");
+    let Err(err) = Store::connect(&read_only).await else { panic!("a read-only session cannot run migrations") };
+    assert!(err.to_string().contains("read-only"), "{err}");
+
+    let relaxed = format!("{base}{separator}options[synchronous_commit]=off");
+    let store = Store::connect(&relaxed).await.unwrap();
+    let now = phasebox_server::clock::now_micros();
+    let job = NewJob {
+        job_id: "00000000-0000-4000-8000-000000000001".into(),
+        queue: "q".into(),
+        priority: 0,
+        created_at: now,
+        attachments_status: None,
+        client_id: None,
+        job_data: "{}".into(),
+        exclude_agents: vec![],
+        tags: vec![],
+    };
+    store.insert_job(&job).await.unwrap();
+    let claimed = store.claim(&["q".to_owned()], "dut", now).await.unwrap().expect("the job");
+    assert_eq!(claimed.job_id, job.job_id);
+    assert!(store.claim(&["q".to_owned()], "dut", now).await.unwrap().is_none(), "claimed once only");
+    store.close().await;
+}
