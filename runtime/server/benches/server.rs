@@ -1,9 +1,12 @@
 //! Server benchmarks, printed as a table (run: `cargo bench -p phasebox-server`).
 //!
-//! * `GET /v1/` requests/s with 32 connections: the HTTP layer alone, for scale;
+//! * `GET /v1/` requests/s with 32 connections and with one: the HTTP layer alone, for scale;
 //! * submit + claim + complete, jobs/s, with 1, 8 and 32 concurrent agents, each doing the
 //!   whole cycle over HTTP on loopback: `POST /v1/job`, `GET /v1/job`, `POST /v1/result`
-//!   (`job_state: complete`); SQLite always, PostgreSQL when PHASEBOX_TEST_POSTGRES_URL is set;
+//!   (`job_state: complete`), with the p50 time of each request; beside it the same three
+//!   writes called on the store directly, to separate the database's share from HTTP's.
+//!   SQLite always; PostgreSQL when PHASEBOX_TEST_POSTGRES_URL is set, once with commits
+//!   fsynced (the default) and once with `options[synchronous_commit]=off` in the URL;
 //! * time from submit to an agent holding the job: long-poll (`wait=30`) p50/p95 beside an agent
 //!   polling every 10 s, Testflinger's default `polling_interval`;
 //! * log fragment ingest (`POST /v1/result/<id>/log/output`), MB/s.
@@ -120,8 +123,9 @@ async fn submit(http: &reqwest::Client, base: &str, queue: &str) -> String {
     r["job_id"].as_str().unwrap().to_owned()
 }
 
-/// N agents, each looping submit → claim → complete; returns jobs/s.
-async fn cycle(server: &Server, agents: usize, jobs: usize) -> f64 {
+/// N agents, each looping submit → claim → complete; returns jobs/s and the p50 time of each
+/// of the three requests (ms).
+async fn cycle(server: &Server, agents: usize, jobs: usize) -> (f64, [f64; 3]) {
     let mut clients = Vec::new();
     for i in 0..agents {
         let queue = format!("q{i}");
@@ -133,21 +137,72 @@ async fn cycle(server: &Server, agents: usize, jobs: usize) -> f64 {
     for (agent, queue) in clients {
         tasks.push(tokio::spawn(async move {
             let submitter = reqwest::Client::new();
+            let mut times = [Vec::new(), Vec::new(), Vec::new()];
             for _ in 0..per_agent {
+                let t0 = Instant::now();
                 let id = submit(&submitter, &agent.base, &queue).await;
+                let t1 = Instant::now();
                 let job = agent.claim(&format!("queue={queue}")).await.expect("a job");
+                let t2 = Instant::now();
                 assert_eq!(job["job_id"].as_str(), Some(id.as_str()));
                 let r = agent
                     .post(&format!("/v1/result/{id}"), &json!({"status": {"test": 0}, "job_state": "complete"}))
                     .await;
                 assert!(r.status().is_success());
+                let t3 = Instant::now();
+                for (v, (a, b)) in times.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
+                    v.push(b.duration_since(a).as_secs_f64() * 1000.0);
+                }
             }
+            times
         }));
     }
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
     for t in tasks {
-        t.await.unwrap();
+        for (all, mine) in times.iter_mut().zip(t.await.unwrap()) {
+            all.extend(mine);
+        }
     }
-    (per_agent * agents) as f64 / start.elapsed().as_secs_f64()
+    let rate = (per_agent * agents) as f64 / start.elapsed().as_secs_f64();
+    (rate, times.map(|mut v| percentile(&mut v, 0.5)))
+}
+
+/// The same cycle on the store directly (no HTTP): one task, `jobs` times insert → claim →
+/// result `complete`; returns jobs/s and the p50 of each call (ms).
+async fn store_cycle(server: &Server, jobs: usize) -> (f64, [f64; 3]) {
+    use phasebox_server::store::{NewJob, ResultPatch};
+    let store = &server.state.store;
+    let queues = ["direct".to_owned()];
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    let start = Instant::now();
+    for _ in 0..jobs {
+        let now = phasebox_server::clock::now_micros();
+        let job = NewJob {
+            job_id: uuid::Uuid::new_v4().to_string(),
+            queue: queues[0].clone(),
+            priority: 0,
+            created_at: now,
+            attachments_status: None,
+            client_id: None,
+            job_data: json!({"job_queue": "direct"}).to_string(),
+            exclude_agents: Vec::new(),
+            tags: Vec::new(),
+        };
+        let t0 = Instant::now();
+        store.insert_job(&job).await.unwrap();
+        let t1 = Instant::now();
+        let claimed = store.claim(&queues, "direct-agent", now).await.unwrap().expect("a job");
+        let t2 = Instant::now();
+        let patch =
+            ResultPatch { status: Some(json!({"test": 0})), device_info: None, job_state: Some("complete".to_owned()) };
+        assert!(store.update_result(&claimed.job_id, &patch, now).await.unwrap());
+        let t3 = Instant::now();
+        for (v, (a, b)) in times.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
+            v.push(b.duration_since(a).as_secs_f64() * 1000.0);
+        }
+    }
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    (rate, times.map(|mut v| percentile(&mut v, 0.5)))
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -300,6 +355,15 @@ fn main() {
             let server = start(None).await;
             let rate = banner_rate(&server, 32, 20_000).await;
             writeln!(out, "| `GET /v1/` (no database), 32 connections | - | {rate:.0} requests/s |").unwrap();
+            // One connection, one request at a time: the HTTP round trip that each request of a
+            // 1-agent cycle pays before any database work.
+            let rate = banner_rate(&server, 1, 5_000).await;
+            writeln!(
+                out,
+                "| `GET /v1/` (no database), 1 connection | - | {rate:.0} requests/s ({:.3} ms each) |",
+                1000.0 / rate
+            )
+            .unwrap();
             server.shutdown().await;
         }
         let mut cycled: Vec<(&str, Option<String>)> = backends.clone();
@@ -307,10 +371,24 @@ fn main() {
             cycled.push(("PostgreSQL, synchronous_commit=off", Some(url)));
         }
         for (name, url) in cycled.iter().filter(|_| wants(&groups, "cycle")) {
+            let server = start(url.as_deref()).await;
+            let (rate, [insert, claim, result]) = store_cycle(&server, 1000).await;
+            writeln!(
+                out,
+                "| insert + claim + result on the store (no HTTP), 1 task | {name} | {rate:.0} jobs/s \
+                 (p50 per call: insert {insert:.2} ms, claim {claim:.2} ms, result {result:.2} ms) |"
+            )
+            .unwrap();
+            server.shutdown().await;
             for (agents, jobs) in [(1usize, 1000usize), (8, 2000), (32, 3200)] {
                 let server = start(url.as_deref()).await;
-                let rate = cycle(&server, agents, jobs).await;
-                writeln!(out, "| submit + claim + complete, {agents} agent(s) | {name} | {rate:.0} jobs/s |").unwrap();
+                let (rate, [submit, claim, complete]) = cycle(&server, agents, jobs).await;
+                writeln!(
+                    out,
+                    "| submit + claim + complete, {agents} agent(s) | {name} | {rate:.0} jobs/s \
+                     (p50 per request: submit {submit:.2} ms, claim {claim:.2} ms, complete {complete:.2} ms) |"
+                )
+                .unwrap();
                 out.flush().unwrap();
                 server.shutdown().await;
             }
