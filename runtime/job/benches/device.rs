@@ -92,7 +92,7 @@ async fn run(iterations: usize) {
             "exec `true` over SSH to OpenSSH sshd",
             ms(percentile(&times, 0.5)),
             ms(percentile(&times, 0.99)),
-            "same client, a real server",
+            "real sshd; includes the login shell's start-up",
         );
         sshd.stop().await;
     }
