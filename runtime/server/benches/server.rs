@@ -150,9 +150,7 @@ async fn cycle(server: &Server, agents: usize, jobs: usize) -> (f64, [f64; 3]) {
                     .await;
                 assert!(r.status().is_success());
                 let t3 = Instant::now();
-                for (v, (a, b)) in times.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
-                    v.push(b.duration_since(a).as_secs_f64() * 1000.0);
-                }
+                record_steps(&mut times, [t0, t1, t2, t3]);
             }
             times
         }));
@@ -165,6 +163,13 @@ async fn cycle(server: &Server, agents: usize, jobs: usize) -> (f64, [f64; 3]) {
     }
     let rate = (per_agent * agents) as f64 / start.elapsed().as_secs_f64();
     (rate, times.map(|mut v| percentile(&mut v, 0.5)))
+}
+
+/// Adds the three steps between four instants to `times` (ms).
+fn record_steps(times: &mut [Vec<f64>; 3], marks: [Instant; 4]) {
+    for (step, pair) in times.iter_mut().zip(marks.windows(2)) {
+        step.push(pair[1].duration_since(pair[0]).as_secs_f64() * 1000.0);
+    }
 }
 
 /// The same cycle on the store directly (no HTTP): one task, `jobs` times insert → claim →
@@ -197,9 +202,7 @@ async fn store_cycle(server: &Server, jobs: usize) -> (f64, [f64; 3]) {
             ResultPatch { status: Some(json!({"test": 0})), device_info: None, job_state: Some("complete".to_owned()) };
         assert!(store.update_result(&claimed.job_id, &patch, now).await.unwrap());
         let t3 = Instant::now();
-        for (v, (a, b)) in times.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
-            v.push(b.duration_since(a).as_secs_f64() * 1000.0);
-        }
+        record_steps(&mut times, [t0, t1, t2, t3]);
     }
     let rate = jobs as f64 / start.elapsed().as_secs_f64();
     (rate, times.map(|mut v| percentile(&mut v, 0.5)))
