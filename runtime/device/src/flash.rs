@@ -37,7 +37,7 @@ impl FlashTarget {
         Ok(FlashWriter {
             shared,
             file: Some(file),
-            _guard: guard,
+            guard: Some(guard),
             written: 0,
             max_bytes: self.max_bytes,
             hasher: Sha256::new(),
@@ -94,11 +94,14 @@ pub struct FlashReport {
 /// An image being written to the DUT's storage, chunk by chunk.
 ///
 /// [`finish`](Self::finish) syncs the data to the device and reports size and SHA-256.
-/// Dropping the writer without finishing leaves a partly written target.
+/// Dropping the writer without finishing leaves a partly written target. The DUT takes one
+/// flash at a time: the next may start once this one has finished or failed (or was dropped).
 pub struct FlashWriter {
     shared: Arc<Shared>,
+    /// `None` once the flash finished or failed.
     file: Option<File>,
-    _guard: OwnedMutexGuard<()>,
+    /// The DUT's one-flash-at-a-time lock, held while `file` is open.
+    guard: Option<OwnedMutexGuard<()>>,
     written: u64,
     max_bytes: u64,
     hasher: Sha256,
@@ -131,7 +134,7 @@ impl FlashWriter {
         if self.written + chunk.len() as u64 > self.max_bytes {
             // What was written before stays written; this flash cannot go on.
             let _ = file.flush().await;
-            self.file = None;
+            self.end();
             let error = self.shared.error(
                 Handle::Flash,
                 "write",
@@ -142,7 +145,7 @@ impl FlashWriter {
             return Err(error);
         }
         if let Err(e) = file.write_all(chunk).await {
-            self.file = None;
+            self.end();
             let error =
                 self.shared.error(Handle::Flash, "write", ErrorKind::Io, format!("writing the flash target: {e}"));
             self.shared.record(Handle::Flash, "write", self.started, false, error.to_string());
@@ -151,6 +154,12 @@ impl FlashWriter {
         self.hasher.update(chunk);
         self.written += chunk.len() as u64;
         Ok(())
+    }
+
+    /// Closes the target and lets the next flash of this DUT start.
+    fn end(&mut self) {
+        self.file = None;
+        self.guard = None;
     }
 
     /// Bytes written so far.
@@ -174,6 +183,8 @@ impl FlashWriter {
             file.sync_all().await
         }
         .await;
+        drop(file);
+        self.end();
         let result = match synced {
             Ok(()) => Ok(FlashReport {
                 bytes: self.written,

@@ -280,7 +280,6 @@ async fn flash_then_power_cycle_boots_the_new_image() {
     assert_eq!(writer.progress(), image.len() as u64);
     let report = writer.finish().await.unwrap();
     assert_eq!(writer.finish().await.unwrap_err().kind(), ErrorKind::InvalidRequest);
-    drop(writer);
     assert_eq!((report.bytes, report.sha256.as_str()), (image.len() as u64, sha.as_str()));
     assert_eq!(std::fs::read(sim.storage_path()).unwrap(), image);
 
@@ -301,6 +300,9 @@ async fn flash_then_power_cycle_boots_the_new_image() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&after.stdout), format!("phasebox-test-image-2 {sha}\nphasebox-test-image-2\n"));
+    // A finished flash lets the next one start, even while its writer is still around.
+    drop(device.flash().await.expect("the finished flash released the DUT"));
+    drop(writer);
     sim.shutdown().await;
 }
 
@@ -321,6 +323,9 @@ async fn flash_refuses_more_than_max_bytes() {
     assert_eq!(writer.progress(), 600);
     assert_eq!(writer.finish().await.unwrap_err().kind(), ErrorKind::InvalidRequest);
     assert_eq!(std::fs::metadata(sim.storage_path()).unwrap().len(), 600, "nothing past the limit was written");
+    // A failed flash lets the next one start, even while its writer is still around.
+    drop(device.flash().await.expect("the failed flash released the DUT"));
+    drop(writer);
     sim.shutdown().await;
 }
 
