@@ -15,7 +15,8 @@ pub(crate) async fn event_stream(client: &Client, job_id: &str, cancel: &Cancell
     let mut after = None;
     let mut failures = 0u32;
     loop {
-        let mut stream = match client.job_events(job_id, after).await {
+        // Only `state` events (and the final `end`): the job's own output is not sent back.
+        let mut stream = match client.job_events(job_id, after, &["state"]).await {
             Ok(s) => s,
             Err(e) if e.is_not_found() && after.is_none() => return false,
             Err(e) => {

@@ -37,14 +37,17 @@ pub struct JobEventStream {
 }
 
 impl Client {
-    /// `GET /phasebox/v1/job/<id>/events[?after=N]`: opens the job's event stream, from the
-    /// event after `after` (from the start when `None`). [`crate::ClientError::NotFound`]
+    /// `GET /phasebox/v1/job/<id>/events[?after=N][&kind=K]`: opens the job's event stream,
+    /// from the event after `after` (from the start when `None`), with only the event kinds
+    /// in `kinds` (all when empty; the final `end` always comes). [`crate::ClientError::NotFound`]
     /// for an unknown job or a server without the stream (a Testflinger server).
-    pub async fn job_events(&self, job_id: &str, after: Option<i64>) -> Result<JobEventStream> {
-        let path = match after {
-            Some(n) => format!("/phasebox/v1/job/{}/events?after={n}", seg(job_id)),
-            None => format!("/phasebox/v1/job/{}/events", seg(job_id)),
-        };
+    pub async fn job_events(&self, job_id: &str, after: Option<i64>, kinds: &[&str]) -> Result<JobEventStream> {
+        let mut query: Vec<String> = after.map(|n| format!("after={n}")).into_iter().collect();
+        query.extend(kinds.iter().map(|k| format!("kind={}", seg(k))));
+        let mut path = format!("/phasebox/v1/job/{}/events", seg(job_id));
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
+        }
         let ep = endpoint(&Method::GET, &path);
         let r = self.send(Method::GET, &path, STREAM_LIMIT, &|r| Ok(r.header(ACCEPT, "text/event-stream"))).await?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {

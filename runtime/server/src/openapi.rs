@@ -690,8 +690,15 @@ pub fn document(config: &ServerConfig) -> Value {
             )
             .job_id()
             .query("after", "Only events with a greater sequence number.", json!({"type": "integer"}))
+            .query(
+                "kind",
+                "Only events of these kinds (repeated, or comma-separated); `end` is always sent. 400 for an \
+                 unknown kind.",
+                json!({"type": "string"}),
+            )
             .param("header", "Last-Event-ID", "As `after` (standard SSE resume).", json!({"type": "integer"}), false)
             .resp(200, "The event stream.", Some(("text/event-stream", string())))
+            .err(400, "`after` is not a number, or `kind` names no event kind.")
             .err(404, "No such job."),
     );
     let stored = json!({"type": "object", "properties": {"sha256": string(), "size": {"type": "integer"}}});

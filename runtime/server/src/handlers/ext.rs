@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 
-use super::{job_id_param, query_one, query_pairs};
+use super::{job_id_param, query_all, query_one, query_pairs};
 use crate::auth::{self, Caller};
 use crate::blobs::BlobKind;
 use crate::error::{ApiError, ApiResult};
@@ -35,11 +35,16 @@ pub async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
 
 const BATCH: i64 = 256;
 
-/// `GET /phasebox/v1/job/<id>/events[?after=N]` (any role): the job's events as server-sent
-/// events — `id` is the sequence number, `event` the kind (`submitted`, `claimed`, `state`,
-/// `result`, `log`, `attachments`, `artifact`, `agent`), `data` JSON. Resume with `after=N` or
-/// the `Last-Event-ID` header. The stream ends once the job is in a terminal state and every
-/// event has been sent.
+/// The kinds of event a job's stream may carry (besides the final `end`).
+const EVENT_KINDS: [&str; 8] = ["submitted", "claimed", "state", "result", "log", "attachments", "artifact", "agent"];
+
+/// `GET /phasebox/v1/job/<id>/events[?after=N][&kind=K…]` (any role): the job's events as
+/// server-sent events — `id` is the sequence number, `event` the kind (`submitted`, `claimed`,
+/// `state`, `result`, `log`, `attachments`, `artifact`, `agent`), `data` JSON. Resume with
+/// `after=N` or the `Last-Event-ID` header. `kind` (repeated, or comma-separated) sends only
+/// those kinds — an agent watching for a cancel asks for `state` and is not sent its own log
+/// back. The stream ends once the job is in a terminal state and every event has been sent,
+/// with `end` whatever the filter.
 pub async fn job_events(
     State(st): State<AppState>,
     caller: Caller,
@@ -60,7 +65,17 @@ pub async fn job_events(
         })
         .transpose()?
         .unwrap_or(0);
-    let stream = event_stream(st, id, after);
+    let mut kinds = Vec::new();
+    for kind in query_all(&pairs, "kind").iter().flat_map(|v| v.split(',')).map(str::trim) {
+        if !EVENT_KINDS.contains(&kind) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown event kind {kind:?} (one of: {})",
+                EVENT_KINDS.join(", ")
+            )));
+        }
+        kinds.push(kind.to_owned());
+    }
+    let stream = event_stream(st, id, after, kinds);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
@@ -68,12 +83,19 @@ struct Cursor {
     st: AppState,
     job_id: String,
     after: i64,
+    /// The kinds to send; all when empty.
+    kinds: Vec<String>,
     pending: std::collections::VecDeque<Event>,
     done: bool,
 }
 
-fn event_stream(st: AppState, job_id: String, after: i64) -> impl Stream<Item = Result<Event, Infallible>> {
-    let cursor = Cursor { st, job_id, after, pending: Default::default(), done: false };
+fn event_stream(
+    st: AppState,
+    job_id: String,
+    after: i64,
+    kinds: Vec<String>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let cursor = Cursor { st, job_id, after, kinds, pending: Default::default(), done: false };
     stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.pending.pop_front() {
@@ -102,7 +124,9 @@ fn event_stream(st: AppState, job_id: String, after: i64) -> impl Stream<Item = 
             if !events.is_empty() {
                 for e in events {
                     c.after = e.id;
-                    c.pending.push_back(Event::default().id(e.id.to_string()).event(e.kind).data(e.data));
+                    if c.kinds.is_empty() || c.kinds.contains(&e.kind) {
+                        c.pending.push_back(Event::default().id(e.id.to_string()).event(e.kind).data(e.data));
+                    }
                 }
                 continue;
             }

@@ -156,6 +156,31 @@ async fn event_stream_live_and_resumable() {
             .unwrap();
         let rest = read_events(resumed, "end").await;
         assert_eq!(rest.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), ["state", "end"]);
+
+        // Only some kinds: the others are not sent, `end` always is; ids stay the event's own.
+        for query in ["kind=state", "kind=state&kind=claimed", "kind=claimed,%20state"] {
+            let filtered =
+                anon.req(reqwest::Method::GET, &format!("/phasebox/v1/job/{id}/events?{query}")).send().await.unwrap();
+            let got = read_events(filtered, "end").await;
+            let kinds: Vec<&str> = got.iter().map(|e| e.1.as_str()).collect();
+            if query == "kind=state" {
+                assert_eq!(kinds, ["state", "state", "end"]);
+                assert_eq!((got[0].0, got[1].0), (ids[2], ids[4]));
+            } else {
+                assert_eq!(kinds, ["claimed", "state", "state", "end"], "{query}");
+            }
+        }
+        let filtered = anon
+            .req(reqwest::Method::GET, &format!("/phasebox/v1/job/{id}/events?kind=state&after={}", ids[2]))
+            .send()
+            .await
+            .unwrap();
+        let got = read_events(filtered, "end").await;
+        assert_eq!(got.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(), [(ids[4], "state"), (0, "end")]);
+        let r = anon.get(&format!("/phasebox/v1/job/{id}/events?kind=logs")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let message = serde_json::from_str::<Value>(&r.text).unwrap()["message"].as_str().unwrap_or("").to_owned();
+        assert!(message.starts_with("unknown event kind \"logs\" (one of: submitted,"), "{}", r.text);
         assert_eq!(
             anon.get(&format!("/phasebox/v1/job/{}/events", uuid::Uuid::new_v4())).await.status,
             StatusCode::NOT_FOUND
