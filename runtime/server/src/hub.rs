@@ -1,5 +1,7 @@
 //! In-process wake-ups: one [`Notify`] per queue (long-poll claims wake the moment a job for
-//! their queue is submitted) and one per watched job (event streams wake on new events).
+//! their queue is submitted), one per watched job (event streams wake on new events) and one
+//! per agent (a long-poll claim wakes when the agent's data changes, e.g. an operator sets it
+//! to maintenance).
 //!
 //! Entries exist only while someone waits on them. With several server replicas on one
 //! PostgreSQL database a submit on another replica is not seen here, so waiters also re-check
@@ -14,27 +16,28 @@ use tokio::sync::Notify;
 /// How often a waiter re-checks the store even without a local wake-up.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
-/// Per-queue and per-job notifiers.
+type Notifiers = Mutex<HashMap<String, Arc<Notify>>>;
+
+/// Per-queue, per-job and per-agent notifiers.
 #[derive(Debug, Default)]
 pub struct Hub {
-    queues: Mutex<HashMap<String, Arc<Notify>>>,
-    jobs: Mutex<HashMap<String, Arc<Notify>>>,
+    queues: Notifiers,
+    jobs: Notifiers,
+    agents: Notifiers,
 }
 
 /// A registration that removes its map entry when the last holder drops it.
 #[derive(Debug)]
 pub struct Watch<'a> {
-    hub: &'a Hub,
+    map: &'a Notifiers,
     key: String,
-    is_job: bool,
     /// The notifier.
     pub notify: Arc<Notify>,
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
-        let map = if self.is_job { &self.hub.jobs } else { &self.hub.queues };
-        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         // Two strong references left: ours and the map's.
         if Arc::strong_count(&self.notify) <= 2 {
             map.remove(&self.key);
@@ -43,23 +46,27 @@ impl Drop for Watch<'_> {
 }
 
 impl Hub {
-    fn watch<'a>(&'a self, key: &str, is_job: bool) -> Watch<'a> {
-        let map = if is_job { &self.jobs } else { &self.queues };
+    fn watch<'a>(map: &'a Notifiers, key: &str) -> Watch<'a> {
         let notify = map.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_default().clone();
-        Watch { hub: self, key: key.to_owned(), is_job, notify }
+        Watch { map, key: key.to_owned(), notify }
     }
 
     /// Registers interest in new jobs on `queue`.
     pub fn watch_queue(&self, queue: &str) -> Watch<'_> {
-        self.watch(queue, false)
+        Self::watch(&self.queues, queue)
     }
 
     /// Registers interest in new events of `job_id`.
     pub fn watch_job(&self, job_id: &str) -> Watch<'_> {
-        self.watch(job_id, true)
+        Self::watch(&self.jobs, job_id)
     }
 
-    fn wake(map: &Mutex<HashMap<String, Arc<Notify>>>, key: &str) {
+    /// Registers interest in changes to the data of agent `name`.
+    pub fn watch_agent(&self, name: &str) -> Watch<'_> {
+        Self::watch(&self.agents, name)
+    }
+
+    fn wake(map: &Notifiers, key: &str) {
         if let Some(n) = map.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
             n.notify_waiters();
         }
@@ -73,6 +80,11 @@ impl Hub {
     /// A job has new events.
     pub fn job_changed(&self, job_id: &str) {
         Self::wake(&self.jobs, job_id);
+    }
+
+    /// Agent `name`'s data changed.
+    pub fn agent_changed(&self, name: &str) {
+        Self::wake(&self.agents, name);
     }
 
     /// Number of queues with waiters.

@@ -280,7 +280,9 @@ pub fn document(config: &ServerConfig) -> Value {
             .desc(
                 "The highest-priority waiting job (FIFO among equals) of the given queues whose attachments are \
                    complete and that does not exclude this agent; it becomes `running`. Never handed out twice. \
-                   phasebox addition: `wait=N` long-polls up to N seconds (capped by `max_long_poll_secs`).",
+                   phasebox addition: `wait=N` long-polls up to N seconds (capped by `max_long_poll_secs`); a \
+                   long-poll answers 204 at once when the agent's state is set to `offline`, `maintenance` or \
+                   `restart`.",
             )
             .query("queue", "Queues to take from (repeat the parameter for several).", strings())
             .query("wait", "Long-poll: seconds to wait for a job (phasebox).", json!({"type": "number", "minimum": 0}))

@@ -233,8 +233,8 @@ fn assert_no_secret(dir: &std::path::Path, secret: &str) {
 async fn agent_states_set_on_the_server_are_honoured() {
     logging();
     let server = TestServer::start().await;
-    // Short claims, so that a state set on the server takes effect within a second.
-    let setup = AgentSetup::new(&server.url(), "phasebox", "long_poll = \"1s\"", &[Dut::new("dut-m", "qm")]);
+    // The default 30 s long-poll: a state set on the server ends the waiting claim at once.
+    let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-m", "qm")]);
     let agent = RunningAgent::start(&setup);
     let client = server.anon();
     let mut admin = ClientConfig::new(server.url());

@@ -169,6 +169,7 @@ pub async fn post(
     }
     errors.check("json")?;
     st.store.upsert_agent(&name, &fields, &log, now_micros()).await?;
+    st.hub.agent_changed(&name);
     let mut response = Json(json!({ "status": "OK" })).into_response();
     let cookie = format!("agent_name={name}; HttpOnly; Path=/; SameSite=Strict");
     if let Ok(v) = HeaderValue::from_str(&cookie) {

@@ -208,12 +208,19 @@ pub async fn claim(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQ
         st.store.claim(&queues, &agent, now_micros()).await?
     } else {
         let _gauge = st.metrics.waiter();
-        let watches: Vec<_> = queues.iter().map(|q| st.hub.watch_queue(q)).collect();
+        let mut watches: Vec<_> = queues.iter().map(|q| st.hub.watch_queue(q)).collect();
+        watches.push(st.hub.watch_agent(&agent));
         loop {
             // Register for wake-ups before looking, so a submit in between is not missed.
             let mut woken: Vec<_> = watches.iter().map(|w| Box::pin(w.notify.notified())).collect();
             for n in &mut woken {
                 n.as_mut().enable();
+            }
+            // An agent that an operator set offline, to maintenance or to restart while it
+            // waits gets no job: it learns its state when it next reads its data (a plain
+            // claim is answered as Testflinger's server does, without this check).
+            if agent_is_held(&st, &agent).await? {
+                break None;
             }
             if let Some(job) = st.store.claim(&queues, &agent, now_micros()).await? {
                 break Some(job);
@@ -236,6 +243,13 @@ pub async fn claim(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQ
     tracing::info!(job_id = %job.job_id, queue = %job.queue, agent = %agent, "job claimed");
     let body = dispatch_json(&st, &job).await?;
     Ok(Json(body).into_response())
+}
+
+/// Whether agent `name`'s state on the server keeps it from taking jobs (Testflinger's agent
+/// takes none while `offline` or `maintenance`, and restarts on `restart`).
+async fn agent_is_held(st: &AppState, name: &str) -> ApiResult<bool> {
+    let Some((data, _)) = st.store.get_agent(name).await? else { return Ok(false) };
+    Ok(matches!(data.get("state").and_then(Value::as_str), Some("offline" | "maintenance" | "restart")))
 }
 
 /// The job as dispatched: `job_data` + `job_id` + `started_at`, with `test_data.secrets`

@@ -35,6 +35,37 @@ async fn long_poll_wakes_on_submit() {
     }
 }
 
+/// An operator setting an agent offline, to maintenance or to restart ends its waiting
+/// long-poll claim with 204 at once, and while the state holds a long-poll hands it no job; a
+/// plain claim is answered as Testflinger's server does.
+#[tokio::test]
+async fn long_poll_ends_when_the_agent_is_set_to_maintenance() {
+    for state in ["maintenance", "offline", "restart"] {
+        let s = TestServer::start().await;
+        let agent = s.agent("dut", &["q"]).await;
+        let waiter = {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.get("/v1/job?queue=q&wait=20").await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = agent.post("/v1/agents/data/dut", json!({"state": state, "comment": "new cable"})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let r = tokio::time::timeout(Duration::from_secs(3), waiter).await.expect("woken at once").unwrap();
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{state}: {}", r.text);
+
+        let id = s.anon().submit(json!({"job_queue": "q"})).await;
+        let r = agent.get("/v1/job?queue=q&wait=1").await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{state}: a held agent got a job by long-poll");
+        assert_eq!(s.anon().get(&format!("/v1/result/{id}")).await.json()["job_state"], "waiting");
+
+        agent.post("/v1/agents/data/dut", json!({"state": "waiting", "comment": ""})).await;
+        let r = agent.get("/v1/job?queue=q&wait=5").await;
+        assert_eq!(r.status, StatusCode::OK, "{state}: back to waiting, the job is handed out");
+        assert_eq!(r.json()["job_id"], id.as_str());
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn long_poll_times_out_with_204_and_wakes_on_attachments() {
     let s = TestServer::start().await;
