@@ -12,7 +12,7 @@
 //! Artifacts: as Testflinger's test_cmds leave files in `artifacts/` of their working directory,
 //! files the commands leave in `artifacts/` of theirs (the login's home on the device) are
 //! copied back into the job's artifacts when the phase is granted `/artifacts` — up to
-//! [`MAX_ARTIFACTS`] files, each within the device's copy limit.
+//! `MAX_ARTIFACTS` files, each within the device's copy limit.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

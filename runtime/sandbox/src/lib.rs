@@ -6,7 +6,7 @@
 //! 1. [`Sandbox::new`] builds the process's one engine (epoch interruption from a single ticker
 //!    thread, the pooling allocator, one linker holding every interface) and opens the
 //!    [compile cache](cache).
-//! 2. [`Sandbox::load_file`] identifies a plugin by sha256, reads its [manifest](manifest),
+//! 2. [`Sandbox::load_file`] identifies a plugin by sha256, reads its [`manifest`],
 //!    compiles it once (or loads it from the cache) and keeps it pre-instantiated.
 //! 3. [`Grant::resolve`] intersects what the plugin declares, what the operator's [`Policy`]
 //!    allows and what the job asks for ([`GrantRequest`]).
@@ -18,7 +18,7 @@
 //!    or exited.
 //!
 //! Each capability lives in one module: [`network`] (sockets, DNS and the address rules shared
-//! with HTTP), [`http`](crate::http) (wasi-http), `host` (log, secrets, results), files in
+//! with HTTP), `http` (wasi-http), `host` (log, secrets, results), files in
 //! [`grant`] (mount checks) and [`limits`] (memory, output, time).
 
 #![deny(missing_docs)]

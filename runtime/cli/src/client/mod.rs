@@ -25,7 +25,7 @@ use crate::Verdict;
 #[derive(Args, Debug, Clone, Default)]
 pub struct Connection {
     /// The server [env: PHASEBOX_SERVER, TESTFLINGER_SERVER; default: the settings file's, then
-    /// https://testflinger.canonical.com].
+    /// <https://testflinger.canonical.com>].
     #[arg(long)]
     server: Option<String>,
     /// Client id for authentication [env: PHASEBOX_CLIENT_ID, TESTFLINGER_CLIENT_ID].
