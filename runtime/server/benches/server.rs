@@ -42,12 +42,6 @@ async fn fresh_postgres(base: &str) -> String {
     phasebox_server::config::url_for_database(base, &name)
 }
 
-/// `url` with one more query parameter.
-fn with_parameter(url: &str, parameter: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{parameter}")
-}
-
 async fn start(postgres: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::in_dir(dir.path());
@@ -349,7 +343,7 @@ fn main() {
         let relaxed = postgres
             .as_deref()
             .filter(|_| wants(&dbs, "postgres"))
-            .map(|url| with_parameter(url, "options[synchronous_commit]=off"));
+            .map(|url| phasebox_server::config::url_with_parameter(url, "options[synchronous_commit]=off"));
         writeln!(out, "phasebox-server benchmarks (in-process server, HTTP over loopback)").unwrap();
         writeln!(out).unwrap();
         writeln!(out, "| measurement | backend | result |").unwrap();

@@ -180,6 +180,13 @@ pub fn url_for_database(url: &str, name: &str) -> String {
     }
 }
 
+/// `url` with one more query parameter (`name=value`), e.g. a PostgreSQL session setting
+/// `options[synchronous_commit]=off`.
+pub fn url_with_parameter(url: &str, parameter: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{parameter}")
+}
+
 /// A database URL with any password replaced by `***`, for logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
@@ -367,5 +374,7 @@ mod tests {
         );
         assert_eq!(url_for_database("postgresql://db/main", "other"), "postgresql://db/other");
         assert_eq!(url_for_database("postgres://db", "other"), "postgres://db/other");
+        assert_eq!(url_with_parameter("postgres://db/x", "a=1"), "postgres://db/x?a=1");
+        assert_eq!(url_with_parameter("postgres://db/x?a=1", "b=2"), "postgres://db/x?a=1&b=2");
     }
 }

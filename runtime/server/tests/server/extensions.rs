@@ -143,6 +143,12 @@ async fn read_events(resp: reqwest::Response, until: &str) -> Vec<(i64, String, 
     out
 }
 
+/// The events of job `id`'s stream opened with `query` (`""` or `?…`), up to `end`.
+async fn job_events(api: &crate::common::Api, id: &str, query: &str) -> Vec<(i64, String, Value)> {
+    let resp = api.req(reqwest::Method::GET, &format!("/phasebox/v1/job/{id}/events{query}")).send().await.unwrap();
+    read_events(resp, "end").await
+}
+
 #[tokio::test]
 async fn event_stream_live_and_resumable() {
     for db in backends() {
@@ -172,12 +178,7 @@ async fn event_stream_live_and_resumable() {
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
         // Resume after the claim: the rest only (query and Last-Event-ID agree).
-        let resumed = anon
-            .req(reqwest::Method::GET, &format!("/phasebox/v1/job/{id}/events?after={}", ids[1]))
-            .send()
-            .await
-            .unwrap();
-        let rest = read_events(resumed, "end").await;
+        let rest = job_events(&anon, &id, &format!("?after={}", ids[1])).await;
         assert_eq!(rest.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), ["state", "log", "state", "end"]);
         let resumed = anon
             .req(reqwest::Method::GET, &format!("/phasebox/v1/job/{id}/events"))
@@ -190,9 +191,7 @@ async fn event_stream_live_and_resumable() {
 
         // Only some kinds: the others are not sent, `end` always is; ids stay the event's own.
         for query in ["kind=state", "kind=state&kind=claimed", "kind=claimed,%20state"] {
-            let filtered =
-                anon.req(reqwest::Method::GET, &format!("/phasebox/v1/job/{id}/events?{query}")).send().await.unwrap();
-            let got = read_events(filtered, "end").await;
+            let got = job_events(&anon, &id, &format!("?{query}")).await;
             let kinds: Vec<&str> = got.iter().map(|e| e.1.as_str()).collect();
             if query == "kind=state" {
                 assert_eq!(kinds, ["state", "state", "end"]);
@@ -201,12 +200,7 @@ async fn event_stream_live_and_resumable() {
                 assert_eq!(kinds, ["claimed", "state", "state", "end"], "{query}");
             }
         }
-        let filtered = anon
-            .req(reqwest::Method::GET, &format!("/phasebox/v1/job/{id}/events?kind=state&after={}", ids[2]))
-            .send()
-            .await
-            .unwrap();
-        let got = read_events(filtered, "end").await;
+        let got = job_events(&anon, &id, &format!("?kind=state&after={}", ids[2])).await;
         assert_eq!(got.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(), [(ids[4], "state"), (0, "end")]);
         let r = anon.get(&format!("/phasebox/v1/job/{id}/events?kind=logs")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);

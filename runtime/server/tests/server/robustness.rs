@@ -204,14 +204,14 @@ async fn postgres_session_settings_come_from_the_url() {
         eprintln!("skipped: PHASEBOX_TEST_POSTGRES_URL is not set");
         return;
     }
+    use phasebox_server::config::url_with_parameter;
     let base = crate::common::fresh_postgres_url().await;
-    let separator = if base.contains('?') { '&' } else { '?' };
 
-    let read_only = format!("{base}{separator}options[default_transaction_read_only]=on");
+    let read_only = url_with_parameter(&base, "options[default_transaction_read_only]=on");
     let Err(err) = Store::connect(&read_only).await else { panic!("a read-only session cannot run migrations") };
     assert!(err.to_string().contains("read-only"), "{err}");
 
-    let relaxed = format!("{base}{separator}options[synchronous_commit]=off");
+    let relaxed = url_with_parameter(&base, "options[synchronous_commit]=off");
     let store = Store::connect(&relaxed).await.unwrap();
     let now = phasebox_server::clock::now_micros();
     let job = NewJob {
