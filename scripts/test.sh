@@ -12,7 +12,7 @@ fi
 (cd plugins && cargo build --release --locked --quiet)
 # Their unit tests run natively.
 (cd plugins && cargo test --locked --quiet --target "$(rustc -vV | sed -n 's/^host: //p')")
-# The C, JavaScript and Python example plugins, for runtime/sandbox/tests/languages.rs: installs
+# The C, JavaScript and Python example plugins, for runtime/sandbox/tests/sandbox/languages.rs: installs
 # their pinned toolchains when missing and rebuilds only what changed.
 if [ -x plugins/examples/build.sh ]; then
     plugins/examples/build.sh

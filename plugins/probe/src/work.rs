@@ -1,7 +1,7 @@
 //! The `work` attack's CPU-bound workload, kept free of anything WASI- or phasebox-specific so
-//! that the same file can be compiled natively to compare the sandbox's speed with the
-//! machine's: copy this file into a native crate, call [`work`] with the same `n`, and compare
-//! both the time taken and the checksum (which must be equal).
+//! that the same file compiles natively to compare the sandbox's speed with the machine's: the
+//! host's language tests and benchmark include it with `#[path]`, call [`work`] with the same
+//! `n`, and compare both the time taken and the checksum (which must be equal).
 
 /// Runs `n` rounds of a deterministic integer workload and returns a checksum of them.
 ///

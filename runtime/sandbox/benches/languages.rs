@@ -6,7 +6,7 @@
 //! Run it with `cargo bench -p phasebox-sandbox --bench languages` after
 //! `plugins/examples/build.sh`. Run without `--bench` (as `cargo test --all-targets` does) it
 //! takes a quick pass with tiny counts, only to show it still works. Missing example components
-//! are an error, unless `PHASEBOX_SKIP_LANGUAGE_PLUGINS=1`, as in `tests/languages.rs`.
+//! are an error, unless `PHASEBOX_SKIP_LANGUAGE_PLUGINS=1`, as in `tests/sandbox/languages.rs`.
 //!
 //! - **compile**: a fresh [`Sandbox`] on an empty cache directory loads the file
 //!   ([`Plugin::load_time`], cache miss): validation, Cranelift, and writing the cache entry.
@@ -17,7 +17,7 @@
 //!   fresh instance, the call, and its teardown. p50 and p99 after warm-ups. The goal, ≤ 5 ms
 //!   for the 12–18 MB JavaScript and Python components, is checked on the p50.
 //! - **work**: `run_phase` of `{"work": N}` (probe: the `work` attack), median of a few runs,
-//!   beside the native `work(N)` (the same function as `plugins/probe/src/work.rs`), and their
+//!   beside the native `work(N)` (`plugins/probe/src/work.rs`, compiled natively), and their
 //!   ratio. Each phase also returns the checksum, which must equal the native one.
 
 use std::collections::BTreeMap;
@@ -26,10 +26,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The `probe` plugin's CPU workload, compiled natively from the plugin's own source (whose unit
+// tests, built here without a test harness, would otherwise be dead code).
+#[path = "../../../plugins/probe/src/work.rs"]
+#[allow(dead_code, unused_imports)]
+mod work;
+
 use phasebox_sandbox::{
     CacheOutcome, CancellationToken, Capabilities, EngineConfig, Grant, GrantRequest, Limits, PhaseEnd, PhaseInput,
     Plugin, Policy, Sandbox,
 };
+use work::work;
 
 /// Cached phase start goal for the JavaScript and Python components (p50).
 const START_GOAL: Duration = Duration::from_millis(5);
@@ -229,20 +236,6 @@ fn time_native(n: u64, runs: usize) -> Duration {
         .collect();
     times.sort();
     times[times.len() / 2]
-}
-
-/// The benchmark workload: the same function as `plugins/probe/src/work.rs` (which see for
-/// why it is shaped this way), copied so that it compiles natively into this process.
-fn work(n: u64) -> u64 {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut sum: u64 = 0;
-    for round in 0..n {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        sum = (sum.rotate_left(5) ^ state.wrapping_add(round)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    sum
 }
 
 /// Nearest-rank percentile of sorted durations.

@@ -4,7 +4,7 @@
 //! command's environment without the plugin seeing them.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use phasebox_sandbox::device::{
@@ -12,19 +12,12 @@ use phasebox_sandbox::device::{
 };
 use phasebox_sandbox::events::Stream;
 use phasebox_sandbox::{
-    CancellationToken, Capabilities, EngineConfig, FailureKind, Grant, GrantRequest, PhaseEnd, PhaseEvent, PhaseInput,
-    Policy, Sandbox, SandboxError, Secret,
+    CancellationToken, Capabilities, FailureKind, Grant, GrantRequest, PhaseEnd, PhaseEvent, PhaseInput, Policy,
+    SandboxError, Secret,
 };
 use serde_json::json;
 
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| {
-        phasebox_guests::build().expect("building guest plugins");
-        let cache = phasebox_guests::out_dir().join("../phasebox-test-cache");
-        Sandbox::new(EngineConfig { max_instances: 8, cache_dir: Some(cache), ..EngineConfig::default() }).unwrap()
-    })
-}
+use crate::common::{rust_plugin, sandbox};
 
 /// A device that runs nothing: it answers each command with one line naming it and the
 /// environment variable names it got, exits with the status a trailing `exit N` asks for, and
@@ -83,7 +76,7 @@ async fn run(
     device: Option<Arc<FakeDut>>,
     data: serde_json::Value,
 ) -> Result<Ran, SandboxError> {
-    let plugin = sandbox().load_file(&phasebox_guests::path(plugin)).unwrap();
+    let plugin = rust_plugin(plugin);
     let dir = tempfile::tempdir().unwrap();
     // The phase declares the one secret, when its plugin may read secrets at all.
     let declared = if plugin.manifest().capabilities.secrets.is_empty() { vec![] } else { vec!["API_TOKEN".into()] };

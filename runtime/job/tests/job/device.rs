@@ -2,8 +2,6 @@
 //! power controller: `flash` writes the attached image and the device boots it; a device that
 //! never comes back is an infrastructure error and cleanup still runs.
 
-mod common;
-
 use std::sync::Arc;
 
 use phasebox_dutsim::{BootMode, DutSim, DutSimConfig};
@@ -60,7 +58,7 @@ async fn run_on(sim: &phasebox_dutsim::DutSimHandle, image: &[u8]) -> phasebox_j
     let mut plan = JobPlan::new(&spec, &runner, &plugins, &dir.path().join("job")).unwrap();
     let device = phasebox_device::Device::new(sim.device_config()).unwrap();
     plan.use_device(Arc::new(device));
-    let archive = common::tarball(&[("provision/new.img", image)]);
+    let archive = crate::common::tarball(&[("provision/new.img", image)]);
     let inputs = JobInputs { attachments: Some(AttachmentsArchive::Bytes(archive)), ..Default::default() };
     let mut events = Vec::new();
     run_job(&plan, inputs, &mut events, CancellationToken::new()).await.unwrap()
@@ -90,7 +88,7 @@ async fn a_device_that_never_comes_back_is_an_infra_error_and_cleanup_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut plan = JobPlan::new(&spec, &runner, &plugins, &dir.path().join("job")).unwrap();
     plan.use_device(Arc::new(phasebox_device::Device::new(sim.device_config()).unwrap()));
-    let archive = common::tarball(&[("provision/new.img", b"IMAGE_NAME=never\n")]);
+    let archive = crate::common::tarball(&[("provision/new.img", b"IMAGE_NAME=never\n")]);
     let inputs = JobInputs { attachments: Some(AttachmentsArchive::Bytes(archive)), ..Default::default() };
     let mut events = Vec::new();
     let outcome = run_job(&plan, inputs, &mut events, CancellationToken::new()).await.unwrap();

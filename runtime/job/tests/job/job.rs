@@ -6,12 +6,10 @@
 //! switches (`fail`, `attack`) go in those two, and a phase that must fail elsewhere runs
 //! `probe` without an attack (a job error, status 2).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use phasebox_job::*;
 
 const ALL: [Phase; 7] = Phase::ALL;
@@ -452,7 +450,7 @@ async fn secrets_are_checked_before_anything_runs() {
     assert!(text.contains("TOKEN") && text.contains("at least 6") && !text.contains("abc"), "{text}");
     assert!(sink.0.lock().unwrap().is_empty(), "no event: nothing ran");
 
-    let (plan, _dir) = common::plan(&secret_job(), &probe_runner()).unwrap();
+    let (plan, _dir) = crate::common::plan(&secret_job(), &probe_runner()).unwrap();
     let err = run_job(&plan, JobInputs::default(), &mut sink.clone(), CancellationToken::new()).await.unwrap_err();
     assert!(matches!(&err, JobError::MissingSecret { phase: Phase::Allocate, name, .. } if name == "TOKEN"), "{err}");
     assert!(sink.0.lock().unwrap().is_empty());

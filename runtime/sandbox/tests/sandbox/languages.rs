@@ -16,17 +16,20 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use phasebox_sandbox::events::{CaseStatus, Stream};
+use phasebox_sandbox::events::CaseStatus;
 use phasebox_sandbox::network::Endpoint;
 use phasebox_sandbox::{
-    Access, CancellationToken, Capabilities, EngineConfig, FailureKind, FileRule, Grant, GrantRequest, Limits,
-    PhaseEnd, PhaseEvent, PhaseInput, PhaseReport, Plugin, Policy, Sandbox, SandboxError, Secret,
+    Access, CancellationToken, Capabilities, FailureKind, FileRule, GrantRequest, Limits, PhaseEnd, PhaseEvent, Plugin,
+    Policy, SandboxError, Secret,
 };
 use serde_json::{Value, json};
+
+use crate::common::{Ran, run_phase, rust_plugin, sandbox};
+use crate::work::work;
 use sha2::Sha256;
 
 /// The secret the example plugins declare and read the signing key from.
@@ -34,22 +37,6 @@ const KEY_SECRET: &str = "SIGNING_KEY";
 const KEY: &str = "lab-signing-key-7f3a9c";
 /// What the job attaches: bytes that are not valid UTF-8 too, so no language reads it as text.
 const FIRMWARE: &[u8] = b"\x7fFIRMWARE v1.2.3\n\x00\x01\x02\xff\xfe release build\n";
-
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| {
-        // The JavaScript and Python components take seconds to compile; the cache makes that a
-        // one-time cost per machine rather than per test run.
-        let cache = phasebox_guests::plugins_dir().join("target/phasebox-test-cache");
-        Sandbox::new(EngineConfig {
-            max_instances: 16,
-            max_memory: 1 << 30,
-            cache_dir: Some(cache),
-            ..Default::default()
-        })
-        .expect("sandbox")
-    })
-}
 
 fn examples_dir() -> PathBuf {
     phasebox_guests::plugins_dir().join("examples")
@@ -73,24 +60,11 @@ fn example(name: &str) -> Option<Arc<Plugin>> {
 }
 
 fn probe() -> Arc<Plugin> {
-    phasebox_guests::build().expect("building the Rust guest plugins");
-    sandbox().load_file(&phasebox_guests::path("probe")).expect("loading probe")
+    rust_plugin("probe")
 }
 
-/// What a phase did.
-struct Ran {
-    report: PhaseReport,
-    events: Vec<PhaseEvent>,
-}
-
+/// How a phase failed and which test cases it reported.
 impl Ran {
-    fn summary(&self) -> &str {
-        match &self.report.end {
-            PhaseEnd::Passed { summary } => summary,
-            other => panic!("the phase did not pass: {other}"),
-        }
-    }
-
     /// The message of a failure of `kind`.
     fn failure(&self, kind: FailureKind) -> &str {
         match &self.report.end {
@@ -111,30 +85,6 @@ impl Ran {
             })
             .unwrap_or_else(|| panic!("no test case {name} in {:?}", self.events))
     }
-
-    fn stdout(&self) -> String {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                PhaseEvent::Output { stream: Stream::Stdout, data, .. } => {
-                    Some(String::from_utf8_lossy(data).into_owned())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn denials(&self, grant: &str) -> Vec<String> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                PhaseEvent::Capability(c) if c.grant == grant && !c.allowed => {
-                    Some(format!("{}: {}", c.call, c.reason.clone().unwrap_or_default()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
 }
 
 fn open_policy() -> Policy {
@@ -151,16 +101,7 @@ async fn run(
     data: Value,
     secrets: &BTreeMap<String, Secret>,
 ) -> Result<Ran, SandboxError> {
-    let grant = Grant::resolve("test", &plugin.manifest().capabilities, policy, ask, job_dir)?;
-    let input = PhaseInput {
-        phase: "test".into(),
-        job_id: "00000000-0000-4000-8000-000000000007".into(),
-        data_json: data.to_string(),
-        dut: vec![("name".into(), "sim-dut-7".into())],
-    };
-    let (report, events) =
-        sandbox().run_phase_collecting(plugin, &grant, &input, secrets, CancellationToken::new()).await?;
-    Ok(Ran { report, events })
+    run_phase(plugin, policy, ask, job_dir, data, secrets, "sim-dut-7", CancellationToken::new()).await
 }
 
 /// A job directory with `attachments/firmware.bin`.
@@ -219,19 +160,6 @@ fn listener() -> u16 {
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || for _ in listener.incoming() {});
     port
-}
-
-/// The benchmark workload, natively: the same rounds as `plugins/probe/src/work.rs`.
-fn work(n: u64) -> u64 {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut sum: u64 = 0;
-    for round in 0..n {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        sum = (sum.rotate_left(5) ^ state.wrapping_add(round)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    sum
 }
 
 async fn passes_when_granted(name: &str) {
@@ -356,7 +284,6 @@ async fn work_matches_native_rust(name: &str) {
                 .unwrap();
         assert_eq!(ran.summary(), format!("work({n}) = {:016x}", work(n)), "{name}");
     }
-    assert_eq!(work(1_000_000), 0x0c88_88ac_88de_b841, "the native copy drifted from plugins/probe/src/work.rs");
 }
 
 /// JavaScript and Python: a connect to a granted endpoint succeeds, any other is denied with

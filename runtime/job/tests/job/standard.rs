@@ -4,8 +4,6 @@
 //! in output and console), `reserve` installs keys (raw and `gh:` from a key server) and holds
 //! briefly, `cleanup` powers the device off as its configuration says.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

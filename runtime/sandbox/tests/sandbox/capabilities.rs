@@ -6,51 +6,21 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use phasebox_sandbox::events::{CaseStatus, Stream};
+use phasebox_sandbox::events::CaseStatus;
 use phasebox_sandbox::network::Endpoint;
 use phasebox_sandbox::{
-    Access, CancellationToken, Capabilities, EngineConfig, FileRule, Grant, GrantRequest, Limits, PhaseEnd, PhaseEvent,
-    PhaseInput, PhaseReport, Plugin, Policy, Sandbox, SandboxError, Secret, Stop,
+    Access, CancellationToken, Capabilities, EngineConfig, FileRule, GrantRequest, Limits, PhaseEnd, PhaseEvent,
+    Policy, Sandbox, SandboxError, Secret, Stop,
 };
 use serde_json::{Value, json};
 
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| {
-        let cache = phasebox_guests::out_dir().join("../phasebox-test-cache");
-        Sandbox::new(EngineConfig {
-            max_instances: 32,
-            max_memory: 1 << 30,
-            cache_dir: Some(cache),
-            ..EngineConfig::default()
-        })
-        .expect("sandbox")
-    })
-}
+use crate::common::{Ran, run_phase, rust_plugin, sandbox};
 
-fn plugin(name: &str) -> Arc<Plugin> {
-    phasebox_guests::build().expect("building guest plugins");
-    sandbox().load_file(&phasebox_guests::path(name)).expect("loading plugin")
-}
-
-/// What a phase did: how it ended, its stdout, stderr and events.
-struct Ran {
-    report: PhaseReport,
-    stdout: String,
-    events: Vec<PhaseEvent>,
-}
-
+/// How the `probe` plugin reports each attack: `allowed: …` or `denied: …`.
 impl Ran {
-    fn summary(&self) -> &str {
-        match &self.report.end {
-            PhaseEnd::Passed { summary } => summary,
-            other => panic!("phase did not pass: {other}"),
-        }
-    }
-
     fn allowed(&self) -> &str {
         let s = self.summary();
         s.strip_prefix("allowed: ").unwrap_or_else(|| panic!("expected allowed, got {s}"))
@@ -59,18 +29,6 @@ impl Ran {
     fn denied(&self) -> &str {
         let s = self.summary();
         s.strip_prefix("denied: ").unwrap_or_else(|| panic!("expected denied, got {s}"))
-    }
-
-    fn denials(&self, grant: &str) -> Vec<String> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                PhaseEvent::Capability(c) if c.grant == grant && !c.allowed => {
-                    Some(format!("{}: {}", c.call, c.reason.clone().unwrap_or_default()))
-                }
-                _ => None,
-            })
-            .collect()
     }
 }
 
@@ -91,23 +49,7 @@ async fn run_with(
     secrets: &BTreeMap<String, Secret>,
     cancel: CancellationToken,
 ) -> Result<Ran, SandboxError> {
-    let plugin = plugin(name);
-    let grant = Grant::resolve("test", &plugin.manifest().capabilities, policy, ask, job_dir)?;
-    let input = PhaseInput {
-        phase: "test".into(),
-        job_id: "00000000-0000-4000-8000-000000000001".into(),
-        data_json: data.to_string(),
-        dut: vec![("name".into(), "sim-dut-1".into())],
-    };
-    let (report, events) = sandbox().run_phase_collecting(&plugin, &grant, &input, secrets, cancel).await?;
-    let stdout = events
-        .iter()
-        .filter_map(|e| match e {
-            PhaseEvent::Output { stream: Stream::Stdout, data, .. } => Some(String::from_utf8_lossy(data).into_owned()),
-            _ => None,
-        })
-        .collect();
-    Ok(Ran { report, stdout, events })
+    run_phase(&rust_plugin(name), policy, ask, job_dir, data, secrets, "sim-dut-1", cancel).await
 }
 
 async fn probe(ask: GrantRequest, job_dir: &Path, data: Value) -> Ran {
@@ -160,23 +102,9 @@ fn job_dir() -> tempfile::TempDir {
     dir
 }
 
-/// A TCP server on 127.0.0.1 that answers each connection with `pong` and closes.
-fn pong_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 64];
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(b"pong\n");
-        }
-    });
-    port
-}
-
-/// An HTTP server on 127.0.0.1 that answers every request with 200 and `hi`.
-fn http_server() -> u16 {
+/// A TCP server on 127.0.0.1 that answers each connection with `reply` (after reading what the
+/// client sent first, if anything) and closes it; returns its port.
+fn canned_server(reply: &'static [u8]) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -184,10 +112,20 @@ fn http_server() -> u16 {
             let mut buf = [0u8; 4096];
             let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = conn.read(&mut buf);
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi");
+            let _ = conn.write_all(reply);
         }
     });
     port
+}
+
+/// A TCP server that answers `pong`.
+fn pong_server() -> u16 {
+    canned_server(b"pong\n")
+}
+
+/// An HTTP server that answers every request with 200 and `hi`.
+fn http_server() -> u16 {
+    canned_server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
 }
 
 #[tokio::test]
@@ -205,8 +143,8 @@ async fn hello_runs_and_reports_results() {
     .await
     .unwrap();
     assert!(ran.report.end.passed(), "{}", ran.report.end);
-    assert!(ran.stdout.contains("hello from test"), "{}", ran.stdout);
-    assert!(ran.stdout.contains("sim-dut-1"), "{}", ran.stdout);
+    assert!(ran.stdout().contains("hello from test"), "{}", ran.stdout());
+    assert!(ran.stdout().contains("sim-dut-1"), "{}", ran.stdout());
     let case = ran.events.iter().find_map(|e| match e {
         PhaseEvent::Case(c) => Some(c.clone()),
         _ => None,
@@ -634,54 +572,43 @@ async fn exit_is_reported_as_such() {
     assert_eq!(ran.report.end, PhaseEnd::Exited { code: 1 });
 }
 
-#[tokio::test]
-async fn cancel_ends_a_guest_blocked_in_a_host_call() {
+/// Runs the probe's `attack` and cancels the job 200 ms in.
+async fn probe_cancelled_during(attack: Value) -> Ran {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         trigger.cancel();
     });
-    let ran = run_with(
+    run_with(
         "probe",
         &policy(quick_limits()),
         &GrantRequest::default(),
         Path::new("."),
-        json!({"attack": "sleep", "ms": 60_000}),
+        attack,
         &BTreeMap::new(),
         cancel,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn cancel_ends_a_guest_blocked_in_a_host_call() {
+    let ran = probe_cancelled_during(json!({"attack": "sleep", "ms": 60_000})).await;
     assert_eq!(ran.report.end, PhaseEnd::Stopped(Stop::Cancelled));
     hello_still_runs().await;
 }
 
 #[tokio::test]
 async fn cancel_ends_a_busy_guest() {
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        trigger.cancel();
-    });
-    let ran = run_with(
-        "probe",
-        &policy(quick_limits()),
-        &GrantRequest::default(),
-        Path::new("."),
-        json!({"attack": "spin"}),
-        &BTreeMap::new(),
-        cancel,
-    )
-    .await
-    .unwrap();
+    let ran = probe_cancelled_during(json!({"attack": "spin"})).await;
     assert_eq!(ran.report.end, PhaseEnd::Stopped(Stop::Cancelled));
 }
 
 #[test]
 fn plugins_are_identified_by_sha256_and_loaded_once() {
-    let a = plugin("hello");
+    let a = rust_plugin("hello");
     let bytes = std::fs::read(phasebox_guests::path("hello")).unwrap();
     assert_eq!(a.sha256(), phasebox_sandbox::sha256_hex(&bytes));
     let b = sandbox().load_bytes(&bytes, None).unwrap();
