@@ -64,20 +64,24 @@ async fn probe_limited(ask: GrantRequest, job_dir: &Path, data: Value, limits: L
     ran
 }
 
-/// The process goes on: a normal phase runs after whatever came before.
-async fn hello_still_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let ran = run_with(
+/// Runs the well-behaved `hello` plugin with `data`, granted nothing.
+async fn run_hello(job_dir: &Path, data: Value) -> Result<Ran, SandboxError> {
+    run_with(
         "hello",
         &policy(quick_limits()),
         &GrantRequest::default(),
-        dir.path(),
-        json!({}),
+        job_dir,
+        data,
         &BTreeMap::new(),
         CancellationToken::new(),
     )
     .await
-    .expect("hello starts");
+}
+
+/// The process goes on: a normal phase runs after whatever came before.
+async fn hello_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = run_hello(dir.path(), json!({})).await.expect("hello starts");
     assert!(ran.report.end.passed(), "hello after an attack: {}", ran.report.end);
 }
 
@@ -131,17 +135,7 @@ fn http_server() -> u16 {
 #[tokio::test]
 async fn hello_runs_and_reports_results() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = run_with(
-        "hello",
-        &policy(quick_limits()),
-        &GrantRequest::default(),
-        dir.path(),
-        json!({}),
-        &BTreeMap::new(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let ran = run_hello(dir.path(), json!({})).await.unwrap();
     assert!(ran.report.end.passed(), "{}", ran.report.end);
     assert!(ran.stdout().contains("hello from test"), "{}", ran.stdout());
     assert!(ran.stdout().contains("sim-dut-1"), "{}", ran.stdout());
@@ -162,17 +156,7 @@ async fn typed_failures_come_back_as_such() {
         ("job", phasebox_sandbox::FailureKind::JobError),
         ("infra", phasebox_sandbox::FailureKind::InfraError),
     ] {
-        let ran = run_with(
-            "hello",
-            &policy(quick_limits()),
-            &GrantRequest::default(),
-            dir.path(),
-            json!({ "fail": kind }),
-            &BTreeMap::new(),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let ran = run_hello(dir.path(), json!({ "fail": kind })).await.unwrap();
         assert!(matches!(ran.report.end, PhaseEnd::Failed { kind, .. } if kind == expected), "{}", ran.report.end);
     }
 }
