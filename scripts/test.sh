@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# On a checkout that has never been built, say what the long first run does before it starts.
+if [ ! -d "${CARGO_TARGET_DIR:-target}/debug" ]; then
+    echo "scripts/test.sh: first run here: installs the wasm32-wasip2 target and the example plugins' tools" \
+        "(apt, npm, pip), compiles wasmtime, phasebox and the guest plugins, then runs every test;" \
+        "about 40 minutes on a 2-core machine, a few minutes on later runs."
+fi
+
 if command -v rustup >/dev/null 2>&1; then
     rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 fi

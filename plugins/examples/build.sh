@@ -6,6 +6,11 @@
 #   plugins/examples/build.sh --force    rebuild all three
 #   plugins/examples/build.sh --check    build all three twice and fail unless each build gives
 #                                        the same sha256 both times
+#   plugins/examples/build.sh --fresh-tools
+#                                        first remove every installed tool (node_modules, the
+#                                        Python venv, the C tool's build, their stamps) and
+#                                        install them again with empty package caches, as on a
+#                                        new machine; CI does this once per run
 #
 # Tools, all from the package registries at pinned versions:
 #   C           Debian's clang 14, lld 14, wasi-libc and the wasm32 compiler-rt (apt), plus
@@ -45,17 +50,24 @@ componentize_py_version=0.25.1 # must match python/requirements.txt
 
 force=0
 check=0
+fresh=0
 for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         --check) check=1 force=1 ;;
+        --fresh-tools) fresh=1 force=1 ;;
         *)
-            echo "usage: $0 [--force | --check]" >&2
+            echo "usage: $0 [--force | --check | --fresh-tools]" >&2
             exit 2
             ;;
     esac
 done
 
+if [ $fresh -eq 1 ]; then
+    # Nothing an earlier install left behind may be reused: not the installed trees, not their
+    # stamps, not the package managers' download caches (npm and pip get empty ones below).
+    rm -rf js/node_modules build tool/target dist
+fi
 mkdir -p build dist
 host_triple=$(rustc -vV | sed -n 's/^host: //p')
 tool="$here/tool/target/$host_triple/release/phasebox-plugin-tool"
@@ -89,23 +101,43 @@ install_c_tools() {
 }
 
 install_js_tools() {
-    # Installs exactly what package-lock.json says, checking each package's integrity hash.
-    # `npm ci` would be the usual way, but it refuses this tree: jco-node-fs 0.3.2 and
-    # componentize-qjs's binding name optional per-platform packages that were never published
-    # (e.g. jco-node-fs-linux-arm64-musl@0.3.2), so the lock cannot list them and ci's
-    # package.json/lock comparison fails. `npm install` with the lock present installs the
-    # locked versions too; the lock's sha256 is compared afterwards, so a run that would have
-    # changed it fails instead. Runs only when the lock changed since the last install.
+    # `npm ci` installs exactly what package-lock.json lists, checks each package's integrity
+    # hash (sha512) and never rewrites the lock: the reproducible install, and the conventional
+    # one. For this platform it installs only the per-platform packages whose os/cpu/libc match;
+    # the others stay in the lock, unused.
+    #
+    # It refuses a lock that does not list every optional dependency of the locked packages.
+    # The lock was once written while some of those (other platforms' builds of
+    # componentize-qjs, jco-node-fs and rolldown) were declared but not yet published, and
+    # the registry publishing them later broke every fresh install. The lock now lists all of
+    # them, and a locked version's dependency list never changes, so nothing the registry
+    # publishes later can make it incomplete again; should one of the tools ever name a
+    # package that does not exist yet, `npm ci` says which and the message below says how to
+    # update the lock. Runs only when the lock changed since the last install (always with
+    # --fresh-tools, with an empty download cache).
     local stamp=js/node_modules/.phasebox-lock-sha256
     local want
     want=$(sha256sum js/package-lock.json | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-        step "installing componentize-js $componentize_js_version (npm, from package-lock.json)"
-        cp js/package-lock.json build/package-lock.json.before
-        (cd js && npm install --no-audit --no-fund --loglevel=error)
-        if ! cmp -s js/package-lock.json build/package-lock.json.before; then
-            cp build/package-lock.json.before js/package-lock.json
-            echo "npm wanted to change js/package-lock.json; update it on purpose (npm install in js/) and commit it" >&2
+        step "installing componentize-js $componentize_js_version (npm ci, from package-lock.json)"
+        local cache=() log=build/npm-ci.log
+        if [ $fresh -eq 1 ]; then
+            mkdir -p build/npm-cache
+            cache=(--cache "$here/build/npm-cache")
+        fi
+        if ! (cd js && npm ci --no-audit --no-fund --loglevel=error "${cache[@]}") >"$log" 2>&1; then
+            cat "$log" >&2
+            if grep -q 'Missing: .* from lock file' "$log"; then
+                {
+                    echo
+                    echo "js/package-lock.json no longer lists everything the locked packages depend on:"
+                    grep -o 'Missing: .* from lock file' "$log" | sed 's/^/    /'
+                    echo "The npm registry has published packages (usually another platform's build of a"
+                    echo "native tool) that a locked package names. Add them to the lock without changing"
+                    echo "any locked version, check the diff adds only such packages, and commit it:"
+                    echo "    (cd plugins/examples/js && npm install --package-lock-only --no-audit --no-fund)"
+                } >&2
+            fi
             exit 1
         fi
         echo "$want" >"$stamp"
@@ -132,7 +164,10 @@ install_python_tools() {
         step "installing componentize-py $componentize_py_version (pip, hash-checked)"
         rm -rf build/venv
         python3 -m venv build/venv
-        build/venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r python/requirements.txt
+        # --no-cache-dir: a wheel is fetched and hash-checked on every install, never taken
+        # from an earlier run's cache.
+        build/venv/bin/pip install --quiet --disable-pip-version-check --no-cache-dir \
+            --require-hashes -r python/requirements.txt
         echo "$want" >"$stamp"
     fi
 }

@@ -42,7 +42,10 @@ impl Expect {
 
 pub async fn run() -> anyhow::Result<Verdict> {
     println!("phasebox demo: phases as sandboxed WebAssembly components\n");
-    println!("== building the bundled plugins (the first run compiles them for wasm32-wasip2)");
+    println!(
+        "== building the bundled plugins (the first run compiles them for wasm32-wasip2: about 3 minutes \
+         on a 2-core machine; later runs take a second)"
+    );
     let started = Instant::now();
     let built = tokio::task::spawn_blocking(phasebox_guests::build).await?;
     built.map_err(|e| anyhow::anyhow!("{e}"))?;
