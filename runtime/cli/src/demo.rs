@@ -43,7 +43,7 @@ impl Expect {
 pub async fn run() -> anyhow::Result<Verdict> {
     println!("phasebox demo: phases as sandboxed WebAssembly components\n");
     println!(
-        "== building the bundled plugins (the first run compiles them for wasm32-wasip2: about 3 minutes \
+        "== building the bundled plugins (the first run compiles them for wasm32-wasip2: about a minute \
          on a 2-core machine; later runs take a second)"
     );
     let started = Instant::now();
