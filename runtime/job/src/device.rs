@@ -156,3 +156,51 @@ impl FlashIo for Flash {
         Box::pin(async move { self.0.finish().await.map(|r| (r.bytes, r.sha256)).map_err(failure) })
     }
 }
+
+/// How long [`restore_power`] waits for a device it switched on to answer.
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Makes a device that the last job's cleanup switched off (`cleanup = "power-off"`) usable
+/// again for a job that does not provision it, as Testflinger's devices are always found: if
+/// its power reports off, switches it on and waits until it runs a command. A device without
+/// power control, or one that is on, is left as it is. Returns what was done, for the job's
+/// log, or why the device could not be restored.
+pub(crate) async fn restore_power(dut: &dyn Dut, timeout: Duration) -> Result<Option<String>, String> {
+    match dut.power(PowerAction::Status).await {
+        Ok(PowerState::Off) => {}
+        Ok(_) | Err(DeviceFailure::NotConfigured) => return Ok(None),
+        Err(e) => return Err(format!("its power status could not be read: {e}")),
+    }
+    dut.power(PowerAction::On).await.map_err(|e| format!("it was off and could not be switched on: {e}"))?;
+    let started = tokio::time::Instant::now();
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < timeout {
+        let command = ExecCommand { command: "true".into(), env: Vec::new(), timeout: Some(Duration::from_secs(10)) };
+        match dut.exec(command).await {
+            Ok(mut process) => loop {
+                match process.next().await {
+                    Ok(ExecEvent::Exited(0)) => {
+                        return Ok(Some(format!(
+                            "the device was off (the last job's cleanup): switched on, answering after {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        )));
+                    }
+                    Ok(ExecEvent::Exited(code)) => {
+                        last = format!("`true` exited with {code}");
+                        break;
+                    }
+                    Ok(ExecEvent::Output(..)) => {}
+                    Err(e) => {
+                        last = e.to_string();
+                        break;
+                    }
+                }
+            },
+            // No command execution: switched on is all that can be done.
+            Err(DeviceFailure::NotConfigured) => return Ok(Some("the device was off: switched on".into())),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!("it was switched on but did not answer within {} s (last: {last})", timeout.as_secs()))
+}

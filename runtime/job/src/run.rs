@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::error::JobError;
 use crate::events::{
-    EndReason, EventRecord, JobEvent, JobSink, JobState, OutputStream, PhaseOutcome, SkipReason, rfc3339,
+    EndReason, EventRecord, JobEvent, JobSink, JobState, LogLevel, OutputStream, PhaseOutcome, SkipReason, rfc3339,
 };
 use crate::plan::{ARTIFACTS_DIR, ATTACHMENTS_DIR, JobPlan, PhaseAction, PhaseRun};
 use crate::redaction::JobRedactor;
@@ -48,6 +48,27 @@ pub struct JobInputs {
     /// The job's attachments archive (Testflinger's `attachments.tar.gz`: `<phase>/<path>`
     /// entries). Required when the job has attachments.
     pub attachments: Option<AttachmentsArchive>,
+}
+
+/// A job that does not provision finds its device as the last job left it; when that job's
+/// cleanup switched it off, it is switched on again first (see
+/// [`restore_power`](crate::device::restore_power)). What was done, or why it could not be, is
+/// logged in the first phase that runs, so the job's output says it.
+async fn restore_device(job: &mut Job<'_>) {
+    let plan = job.plan;
+    let Some(dut) = plan.dut.clone() else { return };
+    let provisions = plan.phases.iter().any(|p| p.phase == Phase::Provision && p.run().is_some());
+    let Some(first) = plan.phases.iter().find(|p| p.run().is_some()).map(|p| p.phase) else { return };
+    if provisions {
+        return;
+    }
+    let (level, message) = match crate::device::restore_power(dut.as_ref(), crate::device::RESTORE_TIMEOUT).await {
+        Ok(None) => return,
+        Ok(Some(done)) => (LogLevel::Info, done),
+        Err(why) => (LogLevel::Error, format!("the device is not usable: {why}")),
+    };
+    tracing::info!(job = %plan.job_id, "{message}");
+    job.emitter.emit(JobEvent::Log { phase: first, level, message });
 }
 
 /// Where the attachments archive is.
@@ -173,6 +194,8 @@ pub async fn run_job(
         cleanup_budget_ms: plan.cleanup_budget.as_millis() as u64,
         phases: plan.phases.iter().map(|p| p.info()).collect(),
     });
+
+    restore_device(&mut job).await;
 
     // Why the job stopped early, if it did: what later phases are skipped for, and the end.
     let mut stopped: Option<(SkipReason, EndReason)> = None;

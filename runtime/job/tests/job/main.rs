@@ -6,3 +6,4 @@ mod device;
 mod job;
 mod openssh;
 mod standard;
+mod testflinger;
