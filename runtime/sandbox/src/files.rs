@@ -17,7 +17,7 @@
 //!   name. Under this rule no chain of links made by a guest leads outside.
 //! - **Writes to read-write mounts are bounded per phase**: bytes written (through `write` and
 //!   through output streams) and entries created (files, directories, links). The first write
-//!   past a limit fails with `quota` and ends the phase with its own [`Stop`] reason.
+//!   past a limit fails with `quota` and ends the phase with its own [`Stop`](crate::Stop) reason.
 
 use std::io;
 use std::os::fd::OwnedFd;
