@@ -19,6 +19,7 @@
 //! | `write-file` | `path`, `content` | `wrote <n> bytes to <path>` |
 //! | `list-dir` | `path` | entry names, sorted, joined by `,` |
 //! | `symlink` | `target`, `link` | creates `link` → `target`, then reads through it: first 200 characters |
+//! | `plant-symlink` | `target`, `link` | removes whatever is at `link` (a directory with its contents), then creates `link` → `target` without using it: `planted <link> -> <target>` (a trap for a later phase or the host) |
 //! | `tcp-connect` | `addr` (`ip:port` or `host:port`) | sends `ping\n`, reports up to 100 bytes of the answer |
 //! | `tcp-listen` | `addr` | `listening on <addr>` |
 //! | `udp-send` | `addr` | sends `ping\n` from `0.0.0.0:0`: `sent <n> bytes to <addr>` |
@@ -55,6 +56,7 @@ const ATTACKS: &[&str] = &[
     "write-file",
     "list-dir",
     "symlink",
+    "plant-symlink",
     "tcp-connect",
     "tcp-listen",
     "udp-send",
@@ -105,6 +107,7 @@ fn perform(name: &str, params: &Params) -> Result<Attempt, Failure> {
         "write-file" => write_file(params.str("path")?, params.str("content")?),
         "list-dir" => list_dir(params.str("path")?),
         "symlink" => symlink(params.str("target")?, params.str("link")?),
+        "plant-symlink" => plant_symlink(params.str("target")?, params.str("link")?),
         "tcp-connect" => tcp_connect(params.str("addr")?),
         "tcp-listen" => tcp_listen(params.str("addr")?),
         "udp-send" => udp_send(params.str("addr")?),
@@ -155,6 +158,19 @@ fn symlink(target: &str, link: &str) -> Attempt {
     fs::read_to_string(link)
         .map(|content| first_chars(&content))
         .map_err(|err| format!("{err} (the link was created; reading through it failed)"))
+}
+
+/// Replaces whatever is at `link` with a symbolic link to `target`, and leaves it there: inside
+/// the phase a link cannot lead out, so the attack is on whoever uses the path later (a later
+/// phase's mount, the host packing or deleting the job directory).
+fn plant_symlink(target: &str, link: &str) -> Attempt {
+    match fs::symlink_metadata(link) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(link).map_err(|err| format!("{err} (removing {link})"))?,
+        Ok(_) => fs::remove_file(link).map_err(|err| format!("{err} (removing {link})"))?,
+        Err(_) => {}
+    }
+    make_symlink(target, link).map_err(text)?;
+    Ok(format!("planted {link} -> {target}"))
 }
 
 /// Creates the symbolic link `link` pointing at `target` through wasi-libc's `symlink`, which

@@ -321,7 +321,9 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Deletes a job directory, attachments included (which a job interrupted by a crash left
-/// read-only).
+/// read-only). Phases wrote into it, so nothing here follows a link: `make_writable` refuses a
+/// linked `attachments` and never follows one inside, and `remove_dir_all` removes links, not
+/// what they point at.
 pub(crate) fn remove_job_dir(dir: &std::path::Path) {
     let attachments = dir.join("attachments");
     if attachments.is_dir()
@@ -333,5 +335,40 @@ pub(crate) fn remove_job_dir(dir: &std::path::Path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the job directory"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::remove_job_dir;
+
+    #[test]
+    fn removing_a_job_directory_follows_no_planted_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary");
+        std::fs::create_dir(&canary).unwrap();
+        std::fs::write(canary.join("host-secret.txt"), "canary").unwrap();
+        std::fs::set_permissions(canary.join("host-secret.txt"), std::fs::Permissions::from_mode(0o400)).unwrap();
+        let job = tmp.path().join("job");
+        std::fs::create_dir_all(job.join("artifacts/sub")).unwrap();
+        std::os::unix::fs::symlink(&canary, job.join("artifacts/dir-link")).unwrap();
+        std::os::unix::fs::symlink(canary.join("host-secret.txt"), job.join("artifacts/sub/file-link")).unwrap();
+        std::os::unix::fs::symlink("../canary", job.join("attachments")).unwrap();
+
+        remove_job_dir(&job);
+        assert!(job.symlink_metadata().is_err(), "the job directory is gone");
+        assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
+        let mode = std::fs::metadata(canary.join("host-secret.txt")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o400, "the canary's mode was changed");
+        assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 1);
+
+        // A job directory that is itself a link: the link goes, the directory stays.
+        let linked = tmp.path().join("linked-job");
+        std::os::unix::fs::symlink(&canary, &linked).unwrap();
+        remove_job_dir(&linked);
+        assert!(linked.symlink_metadata().is_err());
+        assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
     }
 }

@@ -77,10 +77,7 @@ impl Spool {
         let seq = self.next_seq;
         if let Delivery::Artifact { archive, .. } = &mut delivery {
             let dest = self.archive_path(seq);
-            if std::fs::rename(&*archive, &dest).is_err() {
-                std::fs::copy(&*archive, &dest).map_err(|e| AgentError::io(&*archive, e))?;
-                let _ = std::fs::remove_file(&*archive);
-            }
+            move_regular_file(archive, &dest)?;
             *archive = dest;
         }
         let text = serde_json::to_vec(&delivery).expect("a delivery always serializes");
@@ -203,6 +200,33 @@ impl RecordFile {
     }
 }
 
+/// Moves the regular file `from` to `to` (copying it when they are on different file
+/// systems). `from` lies in a job directory, which a job's phases wrote to: it is opened without
+/// following a link and must be a regular file, so a link planted there can never make the
+/// agent move, copy or later upload a file from elsewhere on the host.
+fn move_regular_file(from: &Path, to: &Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(from)
+        .map_err(|e| AgentError::io(from, e))?;
+    let meta = source.metadata().map_err(|e| AgentError::io(from, e))?;
+    if !meta.is_file() {
+        let refused = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file; it is not spooled");
+        return Err(AgentError::io(from, refused));
+    }
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    // From the handle opened above, not by path again.
+    let mut dest =
+        std::fs::OpenOptions::new().write(true).create_new(true).open(to).map_err(|e| AgentError::io(to, e))?;
+    io::copy(&mut source, &mut dest).map_err(|e| AgentError::io(to, e))?;
+    let _ = std::fs::remove_file(from);
+    Ok(())
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
@@ -266,6 +290,26 @@ mod tests {
         // Numbering goes on after what was there.
         spool.append(log(9)).unwrap();
         assert!(spool.front().unwrap().0 >= 5);
+    }
+
+    #[test]
+    fn an_archive_planted_as_a_link_is_never_spooled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary.txt");
+        std::fs::write(&canary, b"host secret").unwrap();
+        let job_dir = tmp.path().join("job");
+        std::fs::create_dir(&job_dir).unwrap();
+        let archive = job_dir.join("artifacts.tar.gz");
+        std::os::unix::fs::symlink(&canary, &archive).unwrap();
+        let mut spool = Spool::open(&tmp.path().join("dut")).unwrap();
+        let err = spool.append(Delivery::Artifact { job_id: "j".into(), archive: archive.clone() }).unwrap_err();
+        assert!(err.to_string().contains("artifacts.tar.gz"), "{err}");
+        assert!(spool.is_empty());
+        assert_eq!(std::fs::read(&canary).unwrap(), b"host secret");
+        for entry in std::fs::read_dir(tmp.path().join("dut/outbox")).unwrap() {
+            let path = entry.unwrap().path();
+            assert_ne!(std::fs::read(&path).unwrap(), b"host secret", "{} holds the canary", path.display());
+        }
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub struct PackStats {
 
 /// Packs `src_dir` as a gzip-compressed tar whose single top-level directory is `artifacts/`.
 ///
-/// * Symlinks are never followed. A symlink is stored as a symlink only if its target is
+/// * Symlinks are never followed, `src_dir` itself included (a job could have replaced its
+///   `artifacts/` with a link). A symlink is stored as a symlink only if its target is
 ///   relative and stays inside `src_dir` under the same rule the unpacker applies (leading
 ///   `..` only, never above `src_dir`); otherwise it is skipped and listed in
 ///   [`PackStats::skipped`].
@@ -67,7 +68,7 @@ pub struct PackStats {
 ///
 /// `out` receives the complete `.tar.gz`; it is not flushed beyond what the encoder writes.
 pub fn pack_artifacts(src_dir: &Path, out: impl Write) -> Result<PackStats, ArchiveError> {
-    let root = Dir::open_ambient_dir(src_dir, ambient_authority()).map_err(ArchiveError::io(src_dir))?;
+    let root = open_source_dir(src_dir)?;
     let root_meta = root.dir_metadata().map_err(ArchiveError::io(src_dir))?;
 
     let mut packer = Packer {
@@ -91,6 +92,17 @@ pub fn pack_artifacts(src_dir: &Path, out: impl Write) -> Result<PackStats, Arch
         "packed artifacts"
     );
     Ok(stats)
+}
+
+/// Opens `src_dir` without following a link in its last component: the directories above it
+/// are the operator's, the last one is the job's.
+fn open_source_dir(src_dir: &Path) -> Result<Dir, ArchiveError> {
+    let (Some(parent), Some(name)) = (src_dir.parent(), src_dir.file_name()) else {
+        return Dir::open_ambient_dir(src_dir, ambient_authority()).map_err(ArchiveError::io(src_dir));
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let parent = Dir::open_ambient_dir(parent, ambient_authority()).map_err(ArchiveError::io(parent))?;
+    parent.open_dir_nofollow(name).map_err(ArchiveError::io(src_dir))
 }
 
 struct Packer<'a, W: Write> {

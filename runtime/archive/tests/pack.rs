@@ -247,3 +247,19 @@ fn missing_source_is_an_io_error() {
     let err = pack_artifacts(&tmp.path().join("nope"), Vec::new()).unwrap_err();
     assert!(matches!(&err, phasebox_archive::ArchiveError::Io { path, .. } if path.ends_with("nope")), "{err:?}");
 }
+
+#[test]
+fn a_source_directory_replaced_by_a_link_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let canary = tmp.path().join("canary");
+    fs::create_dir(&canary).unwrap();
+    fs::write(canary.join("host-secret.txt"), b"canary").unwrap();
+    let job = tmp.path().join("job");
+    fs::create_dir(&job).unwrap();
+    symlink("../canary", job.join("artifacts")).unwrap();
+    let mut out = Vec::new();
+    let err = pack_artifacts(&job.join("artifacts"), &mut out).unwrap_err();
+    assert!(matches!(&err, phasebox_archive::ArchiveError::Io { path, .. } if path.ends_with("artifacts")), "{err:?}");
+    assert!(out.is_empty(), "nothing is written for a refused source");
+    assert_eq!(fs::read(canary.join("host-secret.txt")).unwrap(), b"canary");
+}

@@ -424,6 +424,8 @@ pub enum PhaseOutcome {
     OutputLimit,
     /// More memory than the policy allows.
     MemoryLimit,
+    /// More bytes written, or more files created, in read-write mounts than the policy allows.
+    DiskLimit,
     /// The job was cancelled while the phase ran.
     Cancelled,
     /// The plugin crashed (a trap: panic, out-of-bounds access, stack overflow).

@@ -405,14 +405,25 @@ impl Job<'_> {
     /// result does not depend on it.
     async fn pack_artifacts(&mut self) -> Option<PackedArtifacts> {
         let dir = self.plan.job_dir.join(ARTIFACTS_DIR);
-        let has_entries = std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+        // A phase could not have replaced `artifacts/` itself, but nothing here follows a link.
+        let is_dir = dir.symlink_metadata().is_ok_and(|m| m.is_dir());
+        let has_entries = is_dir && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false);
         if !has_entries {
             return None;
         }
         let path = self.plan.job_dir.join("artifacts.tar.gz");
         let target = path.clone();
         let packed = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let file = std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            // Created anew, never opened through whatever a phase may have left at that name.
+            match std::fs::remove_file(&target) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("{}: {e}", target.display())),
+                _ => {}
+            }
+            let file = std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&target)
+                .map_err(|e| format!("{}: {e}", target.display()))?;
             let mut out = std::io::BufWriter::new(file);
             let stats = phasebox_archive::pack_artifacts(&dir, &mut out).map_err(|e| e.to_string())?;
             std::io::Write::flush(&mut out).map_err(|e| format!("{}: {e}", target.display()))?;

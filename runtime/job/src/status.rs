@@ -11,7 +11,7 @@
 //! | 1 | `test_failure` | what was tested did not pass (the usual failing-test exit code) |
 //! | 2 | `job_error` | the job's fault: bad data, a missing file, a wrong request |
 //! | 3 | `infra_error` | the lab's fault: retry elsewhere or look at the device |
-//! | 247 | `timeout`, `job_timeout`, `output_timeout`, `output_limit`, `memory_limit`, `cancelled` | the engine ended the phase (Testflinger's code for a killed phase) |
+//! | 247 | `timeout`, `job_timeout`, `output_timeout`, `output_limit`, `memory_limit`, `disk_limit`, `cancelled` | the engine ended the phase (Testflinger's code for a killed phase) |
 //! | 101 | `crashed` | the plugin trapped: a panic (Rust's exit code for one), an out-of-bounds access, a stack overflow |
 //! | 100 | `engine_error` | the engine could not start the phase (Testflinger's code for an agent-side exception) |
 //! | n | `exited` | the plugin called `exit(n)`; WASI 0.2 carries only success (0) or failure (1) |
@@ -57,6 +57,7 @@ pub fn classify(end: &PhaseEnd, job_clipped: bool) -> (i32, PhaseOutcome) {
                 Stop::OutputTimeout(_) => PhaseOutcome::OutputTimeout,
                 Stop::OutputLimit(_) => PhaseOutcome::OutputLimit,
                 Stop::MemoryLimit { .. } => PhaseOutcome::MemoryLimit,
+                Stop::DiskLimit(_) | Stop::FileLimit(_) => PhaseOutcome::DiskLimit,
                 Stop::Cancelled => PhaseOutcome::Cancelled,
             },
         ),
@@ -88,6 +89,9 @@ mod tests {
         let idle = PhaseEnd::Stopped(Stop::OutputTimeout(Duration::from_secs(1)));
         assert_eq!(classify(&idle, false), (247, PhaseOutcome::OutputTimeout));
         assert_eq!(classify(&PhaseEnd::Stopped(Stop::Cancelled), false), (247, PhaseOutcome::Cancelled));
+        for disk in [Stop::DiskLimit(1), Stop::FileLimit(1)] {
+            assert_eq!(classify(&PhaseEnd::Stopped(disk), false), (247, PhaseOutcome::DiskLimit));
+        }
         let trap = PhaseEnd::Trapped { trap: "unreachable".into(), guest_message: String::new() };
         assert_eq!(classify(&trap, false), (101, PhaseOutcome::Crashed));
         assert_eq!(classify(&PhaseEnd::Exited { code: 0 }, false), (0, PhaseOutcome::Exited));

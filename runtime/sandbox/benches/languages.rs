@@ -108,8 +108,9 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let cache = tempfile::tempdir().expect("cache directory");
+    // The cache's key goes beside the cache directory: inside the temporary directory too.
     let config =
-        EngineConfig { max_instances: 16, cache_dir: Some(cache.path().to_owned()), ..EngineConfig::default() };
+        EngineConfig { max_instances: 16, cache_dir: Some(cache.path().join("compiled")), ..EngineConfig::default() };
 
     // Compile every plugin on one sandbox, then load them all from the cache on another: the
     // second sandbox is the one the phases run on, as an agent's would after a restart.

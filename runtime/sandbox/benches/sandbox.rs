@@ -81,14 +81,16 @@ fn main() {
     let counts = if bench { Counts::BENCH } else { Counts::QUICK };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     phasebox_guests::build().expect("building guest plugins");
-    let cache = tempfile::tempdir().expect("cache directory");
+    let cache_root = tempfile::tempdir().expect("cache directory");
+    // The cache's key goes beside the cache directory: inside the temporary directory too.
+    let cache = cache_root.path().join("compiled");
     let mut table = Table::default();
 
-    let loads = load_rows(cache.path());
-    let pooled = runtime.block_on(start_rows(&counts, cache.path(), true));
-    let on_demand = runtime.block_on(start_rows(&counts, cache.path(), false));
+    let loads = load_rows(&cache);
+    let pooled = runtime.block_on(start_rows(&counts, &cache, true));
+    let on_demand = runtime.block_on(start_rows(&counts, &cache, false));
     let spawn = spawn_row(&counts);
-    let concurrent = runtime.block_on(concurrent_row(&counts, cache.path()));
+    let concurrent = runtime.block_on(concurrent_row(&counts, &cache));
 
     pooled.add_to(&mut table, "1");
     on_demand.add_to(&mut table, "2");

@@ -29,8 +29,13 @@ pub struct EngineConfig {
     /// The largest linear memory one instance may have; also caps each phase's memory limit.
     #[serde(with = "serde_size")]
     pub max_memory: u64,
-    /// Where compiled plugins are cached; `None` keeps them in memory only.
+    /// Where compiled plugins are cached; `None` keeps them in memory only. It must be this
+    /// user's and writable by no one else, or the sandbox refuses to start.
     pub cache_dir: Option<PathBuf>,
+    /// The key that proves the cache's artifacts were written by this user: a file kept outside
+    /// the cache directory, this user's, mode `0600`, created when missing. `None`:
+    /// `<cache_dir>.key`, beside the directory.
+    pub cache_key_file: Option<PathBuf>,
     /// How often guest code checks its deadlines.
     #[serde(with = "serde_duration")]
     pub epoch_tick: Duration,
@@ -43,6 +48,7 @@ impl Default for EngineConfig {
             max_instances: 1000,
             max_memory: 4 << 30,
             cache_dir: None,
+            cache_key_file: None,
             epoch_tick: Duration::from_millis(10),
         }
     }
@@ -102,7 +108,11 @@ impl Sandbox {
 
         let mut linker = Linker::new(&engine);
         host::link(&mut linker).map_err(|e| SandboxError::Engine(format!("linking host interfaces: {e:#}")))?;
-        let cache = config.cache_dir.as_ref().map(CompileCache::open).transpose()?;
+        let cache = config
+            .cache_dir
+            .as_ref()
+            .map(|dir| CompileCache::open(dir, config.cache_key_file.as_deref()))
+            .transpose()?;
         let pool_slots = (allocation == Allocation::Pooling)
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)));
         Ok(Self { engine, linker, cache, config, allocation, pool_slots, plugins: Mutex::default() })

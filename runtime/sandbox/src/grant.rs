@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,6 +295,13 @@ pub struct Limits {
     /// Total bytes of output (stdout, stderr, log) the phase may write.
     #[serde(with = "serde_size", default = "Limits::default_output")]
     pub output: u64,
+    /// Total bytes the phase may write into its read-write mounts (every write counts, also
+    /// one that overwrites).
+    #[serde(with = "serde_size", default = "Limits::default_disk")]
+    pub disk: u64,
+    /// How many files, directories and links the phase may create in its read-write mounts.
+    #[serde(default = "Limits::default_files")]
+    pub files: u64,
 }
 
 impl Limits {
@@ -312,6 +319,13 @@ impl Limits {
     fn default_output() -> u64 {
         1 << 30
     }
+    fn default_disk() -> u64 {
+        // Room for a few OS images in a phase's artifacts, not for filling the agent's disk.
+        16 << 30
+    }
+    fn default_files() -> u64 {
+        100_000
+    }
 
     /// The stricter of two limit sets, field by field.
     pub fn min(&self, other: &Limits) -> Limits {
@@ -320,6 +334,8 @@ impl Limits {
             timeout: self.timeout.min(other.timeout),
             output_timeout: self.output_timeout.min(other.output_timeout),
             output: self.output.min(other.output),
+            disk: self.disk.min(other.disk),
+            files: self.files.min(other.files),
         }
     }
 }
@@ -331,6 +347,8 @@ impl Default for Limits {
             timeout: Self::default_timeout(),
             output_timeout: Self::default_output_timeout(),
             output: Self::default_output(),
+            disk: Self::default_disk(),
+            files: Self::default_files(),
         }
     }
 }
@@ -378,15 +396,28 @@ pub struct GrantRequest {
     pub limits: Option<Limits>,
 }
 
-/// One directory mounted into the guest.
+/// One directory mounted into the guest. It is named, not opened: a phase opens it when it
+/// starts, beneath `job_dir` and without following any link (see [`Mount::host`]), because
+/// what the subtree holds may have changed since the grant was resolved (an earlier phase
+/// writes to it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
     /// Where the guest sees it.
     pub guest: String,
-    /// The directory on the host (inside the job directory).
-    pub host: PathBuf,
+    /// The job directory the source lies in.
+    pub job_dir: PathBuf,
+    /// The subtree of the job directory: one or more plain names, no `.`, `..` or root.
+    pub source: PathBuf,
     /// Its access.
     pub access: Access,
+}
+
+impl Mount {
+    /// The directory on the host, for messages. Never open it by this path: a component may
+    /// have been replaced by a symlink; the sandbox opens each component without following one.
+    pub fn host(&self) -> PathBuf {
+        self.job_dir.join(&self.source)
+    }
 }
 
 /// A phase's effective grant: what it may touch, fully resolved. Built by [`Grant::resolve`];
@@ -481,11 +512,8 @@ impl Grant {
             if !allow.files.iter().any(|r| r.covers(f)) {
                 return Err(refuse(what, false));
             }
-            mounts.push(Mount {
-                guest: f.path.clone(),
-                host: mount_source(phase, &f.path, job_dir, source)?,
-                access: f.access,
-            });
+            let (job_dir, source) = mount_source(phase, &f.path, job_dir, source)?;
+            mounts.push(Mount { guest: f.path.clone(), job_dir, source, access: f.access });
         }
 
         for e in &ask.network.connect {
@@ -600,26 +628,28 @@ impl Grant {
     }
 }
 
-/// Resolves a files `source` to a directory inside `job_dir`, refusing absolute paths, `..`,
-/// and symlinks that lead out of the job directory.
-fn mount_source(phase: &str, guest: &str, job_dir: &Path, source: &str) -> Result<PathBuf, SandboxError> {
+/// Checks a files `source`: plain names only (no `.`, `..`, empty component or root, so never
+/// the whole job directory), naming a directory inside `job_dir` that can be reached without
+/// following any link. Returns the job directory (canonical: it is the operator's path) and
+/// the source as a relative path. The phase opens it again, the same way, when it starts.
+fn mount_source(phase: &str, guest: &str, job_dir: &Path, source: &str) -> Result<(PathBuf, PathBuf), SandboxError> {
     let bad = |reason: String| SandboxError::BadMount { phase: phase.to_owned(), guest: guest.to_owned(), reason };
     if !guest.starts_with('/') {
         return Err(bad("the guest path must be absolute, e.g. `/attachments`".into()));
     }
-    let rel = Path::new(source);
-    if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(bad(format!("source `{source}` must be a relative path inside the job directory, without `..`")));
+    // Split by hand: `Path::components` drops `.` and empty components, so `./` or `a/./b` would
+    // pass for something they are not written as.
+    if source.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(bad(format!(
+            "source `{source}` must name a subtree of the job directory by plain names (e.g. `artifacts` \
+             or `attachments/test`): no `.`, `..`, empty or absolute components, and never the whole job \
+             directory"
+        )));
     }
     let root = job_dir.canonicalize().map_err(|e| bad(format!("job directory {}: {e}", job_dir.display())))?;
-    let full = root.join(rel).canonicalize().map_err(|e| bad(format!("source `{source}`: {e}")))?;
-    if !full.starts_with(&root) {
-        return Err(bad(format!("source `{source}` leads outside the job directory")));
-    }
-    if !full.is_dir() {
-        return Err(bad(format!("source `{source}` is not a directory")));
-    }
-    Ok(full)
+    let rel = PathBuf::from(source);
+    crate::files::open_beneath(&root, &rel).map_err(|e| bad(format!("source `{source}`: {e}")))?;
+    Ok((root, rel))
 }
 
 #[cfg(test)]
@@ -693,13 +723,34 @@ mod tests {
             ..Default::default()
         };
         let g = Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Ro), &job).unwrap();
-        assert_eq!(g.mounts()[0].host, job.canonicalize().unwrap().join("attachments/test"));
+        assert_eq!(g.mounts()[0].host(), job.canonicalize().unwrap().join("attachments/test"));
         // read-write is more than the policy allows
         assert!(Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Rw), &job).is_err());
         let open = Policy { allow: everything.clone(), ..Policy::default() };
         for bad in ["../outside", "/etc", "link", "attachments/../../outside", "missing"] {
             let err = Grant::resolve("test", &everything, &open, &ask(bad, Access::Ro), &job).unwrap_err();
             assert!(matches!(err, SandboxError::BadMount { .. }), "{bad}: {err}");
+        }
+        // A link is refused even when it stays inside: mounts never follow one.
+        std::os::unix::fs::symlink("attachments", job.join("inner-link")).unwrap();
+        let err = Grant::resolve("test", &everything, &open, &ask("inner-link/test", Access::Ro), &job).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn the_whole_job_directory_is_never_a_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        let open = Policy { allow: Capabilities::everything(), ..Policy::default() };
+        for source in [".", "./", "a/..", "", "a/./b", "a//b", "a/b/", "./a"] {
+            let ask = GrantRequest {
+                files: vec![FileRule { path: "/job".into(), source: Some(source.into()), access: Access::Rw }],
+                ..Default::default()
+            };
+            let err = Grant::resolve("setup", &Capabilities::everything(), &open, &ask, dir.path()).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, SandboxError::BadMount { .. }), "{source:?}: {text}");
+            assert!(text.contains("phase setup") && text.contains("/job") && text.contains("plain names"), "{text}");
         }
     }
 

@@ -32,6 +32,8 @@ wasmtime::component::bindgen!({
 /// built from its grant and cannot be widened from outside.
 pub(crate) struct PhaseState {
     pub(crate) wasi: WasiCtx,
+    /// The phase's mounts, opened when it started; `get-directories` hands them out.
+    pub(crate) preopens: Vec<(wasmtime_wasi::filesystem::Dir, String)>,
     pub(crate) table: ResourceTable,
     pub(crate) http: WasiHttpCtx,
     pub(crate) hooks: HttpHooks,
@@ -61,7 +63,7 @@ impl WasiHttpView for PhaseState {
 
 /// Records a capability use. Takes the sender by value so no borrow of the store state is held
 /// across the await (the state is `Send` but not `Sync`).
-async fn record(events: EventSender, grant: &str, call: String, denied: Option<String>) {
+pub(crate) async fn record(events: EventSender, grant: &str, call: String, denied: Option<String>) {
     let event = PhaseEvent::Capability(CapabilityUse {
         grant: grant.into(),
         call,
@@ -154,6 +156,7 @@ pub(crate) fn link(linker: &mut Linker<PhaseState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     Phase::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |s| s)?;
+    crate::files::link(linker)?;
     link_dns_check(linker)
 }
 

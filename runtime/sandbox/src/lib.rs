@@ -18,8 +18,9 @@
 //!    or exited.
 //!
 //! Each capability lives in one module: [`network`] (sockets, DNS and the address rules shared
-//! with HTTP), `http` (wasi-http), `host` (log, secrets, results), files in
-//! [`grant`] (mount checks) and [`limits`] (memory, output, time).
+//! with HTTP), `http` (wasi-http), `host` (log, secrets, results), `files` (mounts opened
+//! beneath the job directory without following links, link creation checks, write limits),
+//! [`grant`] (mount requests) and [`limits`] (memory, output, time, disk).
 
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod device;
 mod engine;
 pub mod error;
 pub mod events;
+mod files;
 pub mod grant;
 mod host;
 mod http;

@@ -1,5 +1,6 @@
 //! Limits of a running phase: memory (summed over all of the instance's memories), output
-//! bytes, output idleness and wall-clock time, and the first reason a phase was ended.
+//! bytes, output idleness, wall-clock time, bytes written and entries created in read-write
+//! mounts, and the first reason a phase was ended.
 //!
 //! The [`Monitor`] is shared by the store's resource limiter, the output writers, the epoch
 //! callback (which stops guest code) and the runner's watchdog (which stops a guest blocked in
@@ -29,6 +30,11 @@ pub enum Stop {
         /// What the guest asked to grow to (all memories together).
         wanted: u64,
     },
+    /// The phase wrote more bytes into its read-write mounts than its limit.
+    DiskLimit(u64),
+    /// The phase created more files, directories and links in its read-write mounts than its
+    /// limit.
+    FileLimit(u64),
     /// Whoever ran the phase cancelled it.
     Cancelled,
 }
@@ -47,6 +53,12 @@ impl std::fmt::Display for Stop {
                 format_size(*limit),
                 format_size(*wanted)
             ),
+            Self::DiskLimit(n) => {
+                write!(f, "wrote more than its disk limit of {} to its read-write mounts", format_size(*n))
+            }
+            Self::FileLimit(n) => {
+                write!(f, "created more than its limit of {n} files, directories and links in its read-write mounts")
+            }
             Self::Cancelled => f.write_str("cancelled"),
         }
     }
@@ -58,7 +70,11 @@ pub struct Monitor {
     started: Instant,
     memory_limit: u64,
     output_limit: u64,
+    disk_limit: u64,
+    files_limit: u64,
     memory_in_use: AtomicU64,
+    disk_written: AtomicU64,
+    files_created: AtomicU64,
     output_written: AtomicU64,
     /// Milliseconds since `started` at the last output.
     last_output_ms: AtomicU64,
@@ -76,13 +92,50 @@ impl Monitor {
             started: Instant::now(),
             memory_limit,
             output_limit,
+            disk_limit: u64::MAX,
+            files_limit: u64::MAX,
             memory_in_use: AtomicU64::new(0),
+            disk_written: AtomicU64::new(0),
+            files_created: AtomicU64::new(0),
             output_written: AtomicU64::new(0),
             last_output_ms: AtomicU64::new(0),
             stop: Mutex::new(None),
             stopped: Notify::new(),
             stderr_tail: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Bounds what the phase may write into its read-write mounts: `bytes` written in all, and
+    /// `files` entries (files, directories, links) created.
+    pub fn with_disk_limits(mut self, bytes: u64, files: u64) -> Self {
+        self.disk_limit = bytes;
+        self.files_limit = files;
+        self
+    }
+
+    /// Accounts for `n` bytes about to be written to a file; `false` (and the phase stops)
+    /// when they would pass the limit, and then none of them may be written.
+    pub(crate) fn write_bytes(&self, n: u64) -> bool {
+        let before = self.disk_written.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.disk_limit {
+            self.stop(Stop::DiskLimit(self.disk_limit));
+            return false;
+        }
+        true
+    }
+
+    /// Accounts for one entry about to be created; `false` (and the phase stops) past the limit.
+    pub(crate) fn create_entry(&self) -> bool {
+        if self.files_created.fetch_add(1, Ordering::Relaxed) >= self.files_limit {
+            self.stop(Stop::FileLimit(self.files_limit));
+            return false;
+        }
+        true
+    }
+
+    /// Bytes written to read-write mounts so far (including a refused write).
+    pub fn disk_written(&self) -> u64 {
+        self.disk_written.load(Ordering::Relaxed)
     }
 
     /// Records a reason to stop, unless one was recorded first, and wakes the runner.
@@ -215,6 +268,19 @@ mod tests {
         assert_eq!(monitor.output(6), 4);
         assert_eq!(monitor.stopped_because(), Some(Stop::OutputLimit(10)));
         assert_eq!(monitor.output(6), 0);
+    }
+
+    #[test]
+    fn disk_limits_refuse_and_record() {
+        let monitor = Monitor::new(1, 1).with_disk_limits(10, 2);
+        assert!(monitor.write_bytes(6));
+        assert!(!monitor.write_bytes(6));
+        assert_eq!(monitor.stopped_because(), Some(Stop::DiskLimit(10)));
+        let monitor = Monitor::new(1, 1).with_disk_limits(10, 2);
+        assert!(monitor.create_entry() && monitor.create_entry());
+        assert!(!monitor.create_entry());
+        assert_eq!(monitor.stopped_because(), Some(Stop::FileLimit(2)));
+        assert!(Stop::FileLimit(2).to_string().contains("limit of 2 files"));
     }
 
     #[test]

@@ -8,14 +8,14 @@ use std::time::Duration;
 use phasebox_redact::Secret;
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::engine::Sandbox;
 use crate::error::SandboxError;
 use crate::events::{CapabilityUse, EventSender, PhaseEvent, Stream};
-use crate::grant::{Access, Grant};
+use crate::grant::Grant;
 use crate::host::phasebox::plugin::types::DutFact;
 use crate::host::{Failure, PhaseContext, PhaseState};
 use crate::http::HttpHooks;
@@ -142,8 +142,13 @@ impl Sandbox {
     ) -> Result<PhaseReport, SandboxError> {
         check_imports(plugin, grant, &input.phase)?;
         let limits = grant.limits().clone();
-        let monitor = Arc::new(Monitor::new(limits.memory.min(self.config.max_memory), limits.output));
-        let wasi = build_wasi(plugin, grant, &input.phase, &events, &monitor)?;
+        let monitor = Arc::new(
+            Monitor::new(limits.memory.min(self.config.max_memory), limits.output)
+                .with_disk_limits(limits.disk, limits.files),
+        );
+        // Opened now, not when the grant was resolved: an earlier phase may have changed the tree.
+        let preopens = crate::files::open_mounts(grant.mounts(), &input.phase)?;
+        let wasi = build_wasi(plugin, grant, &events, &monitor);
         let network = grant.network().clone();
         let granted_secrets =
             grant.secret_names().filter_map(|name| secrets.get(name).map(|s| (name.to_owned(), s.clone()))).collect();
@@ -154,6 +159,7 @@ impl Sandbox {
         };
         let state = PhaseState {
             wasi,
+            preopens,
             table: Default::default(),
             http: WasiHttpCtx::new(),
             hooks: HttpHooks { network: network.clone(), events: events.clone() },
@@ -314,13 +320,9 @@ fn check_imports(plugin: &Plugin, grant: &Grant, phase: &str) -> Result<(), Sand
     Ok(())
 }
 
-fn build_wasi(
-    plugin: &Plugin,
-    grant: &Grant,
-    phase: &str,
-    events: &EventSender,
-    monitor: &Arc<Monitor>,
-) -> Result<wasmtime_wasi::WasiCtx, SandboxError> {
+/// WASI's context for the phase. It holds no preopens: those are the handles
+/// [`open_mounts`](crate::files::open_mounts) opened, which `get-directories` hands out.
+fn build_wasi(plugin: &Plugin, grant: &Grant, events: &EventSender, monitor: &Arc<Monitor>) -> wasmtime_wasi::WasiCtx {
     let mut b = WasiCtxBuilder::new();
     b.stdout(GuestOutput { stream: Stream::Stdout, events: events.clone(), monitor: monitor.clone() });
     b.stderr(GuestOutput { stream: Stream::Stderr, events: events.clone(), monitor: monitor.clone() });
@@ -330,17 +332,6 @@ fn build_wasi(
     b.args(&args);
     for (k, v) in &grant.env {
         b.env(k, v);
-    }
-    for m in grant.mounts() {
-        let perms = match m.access {
-            Access::Ro => FsPerms::ReadOnly,
-            Access::Rw => FsPerms::ReadWrite,
-        };
-        b.preopened_dir(&m.host, &m.guest, perms).map_err(|e| SandboxError::BadMount {
-            phase: phase.to_owned(),
-            guest: m.guest.clone(),
-            reason: format!("{e:#}"),
-        })?;
     }
     let network = grant.network().clone();
     b.allow_tcp(network.has_sockets());
@@ -375,7 +366,7 @@ fn build_wasi(
             allowed
         })
     });
-    Ok(b.build())
+    b.build()
 }
 
 fn event_allowed(event: &PhaseEvent) -> bool {

@@ -3,6 +3,7 @@
 
 mod common;
 mod device;
+mod escapes;
 mod job;
 mod openssh;
 mod standard;

@@ -4,6 +4,7 @@
 mod capabilities;
 mod common;
 mod devices;
+mod files;
 mod languages;
 // The `probe` plugin's CPU workload, compiled natively from the plugin's own source.
 #[path = "../../../../plugins/probe/src/work.rs"]
