@@ -694,3 +694,28 @@ async fn run_job_can_be_spawned() {
     assert!(outcome.passed());
     drop(dir);
 }
+
+/// A test phase whose `phasebox.secrets` names fewer secrets than `test_data.secrets` holds gets
+/// only those it names; `secrets: []` gets none; a plain Testflinger job (no list) gets them all.
+#[test]
+fn a_test_phase_gets_only_the_secrets_it_declares() {
+    let job = |declared: &str| {
+        format!(
+            "job_queue: q\ntest_data:\n  test_cmds: 'true'\n  secrets: {{TOKEN: lab/token, OTHER: lab/other}}\n\
+             {declared}"
+        )
+    };
+    for (declared, expected) in [
+        ("  phasebox: {plugin: probe, secrets: [TOKEN]}\n", &["TOKEN"][..]),
+        ("  phasebox: {plugin: probe, secrets: []}\n", &[]),
+        ("  phasebox: {plugin: probe}\n", &["OTHER", "TOKEN"]),
+    ] {
+        let (plan, _dir) = plan(&job(declared), &probe_runner()).unwrap();
+        let run = plan.phase(Phase::Test).run().expect("the test phase runs");
+        let mut declared_names = run.secrets().to_vec();
+        declared_names.sort();
+        assert_eq!(declared_names, expected, "{declared}");
+        assert_eq!(run.grant().secret_names().collect::<Vec<_>>(), expected, "{declared}");
+    }
+}
+
