@@ -198,6 +198,7 @@ fn outcome_word(o: PhaseOutcome) -> &'static str {
         PhaseOutcome::OutputTimeout => "output_timeout",
         PhaseOutcome::OutputLimit => "output_limit",
         PhaseOutcome::MemoryLimit => "memory_limit",
+        PhaseOutcome::HandleLimit => "handle_limit",
         PhaseOutcome::Cancelled => "cancelled",
         PhaseOutcome::Crashed => "crashed",
         PhaseOutcome::Exited => "exited",

@@ -312,6 +312,7 @@ impl Painter {
                     | PhaseOutcome::OutputTimeout
                     | PhaseOutcome::OutputLimit
                     | PhaseOutcome::MemoryLimit
+                    | PhaseOutcome::HandleLimit
                     | PhaseOutcome::Cancelled => ("■", "stopped", "1;33"),
                     _ => ("✗", "failed", "1;31"),
                 };

@@ -308,9 +308,15 @@ pub struct Limits {
     /// Longest time without output (stdout, stderr or log) before the phase is ended.
     #[serde(with = "serde_duration", default = "Limits::default_output_timeout")]
     pub output_timeout: Duration,
-    /// Total bytes of output (stdout, stderr, log) the phase may write.
+    /// Total bytes of output the phase may write: stdout, stderr and log lines, and the test
+    /// results and capability events it causes, together.
     #[serde(with = "serde_size", default = "Limits::default_output")]
     pub output: u64,
+    /// Handles the phase may hold at once: open files and directories, sockets, streams,
+    /// pollables and HTTP resources (header maps, requests, responses, bodies). Each may hold a
+    /// host descriptor, so this also bounds the phase's share of the agent's open files.
+    #[serde(default = "Limits::default_handles")]
+    pub handles: u64,
 }
 
 impl Limits {
@@ -328,6 +334,9 @@ impl Limits {
     fn default_output() -> u64 {
         1 << 30
     }
+    fn default_handles() -> u64 {
+        1024
+    }
 
     /// The stricter of two limit sets, field by field.
     pub fn min(&self, other: &Limits) -> Limits {
@@ -336,6 +345,7 @@ impl Limits {
             timeout: self.timeout.min(other.timeout),
             output_timeout: self.output_timeout.min(other.output_timeout),
             output: self.output.min(other.output),
+            handles: self.handles.min(other.handles),
         }
     }
 }
@@ -347,6 +357,7 @@ impl Default for Limits {
             timeout: Self::default_timeout(),
             output_timeout: Self::default_output_timeout(),
             output: Self::default_output(),
+            handles: Self::default_handles(),
         }
     }
 }

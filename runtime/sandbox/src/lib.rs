@@ -19,7 +19,7 @@
 //!
 //! Each capability lives in one module: [`network`] (sockets, DNS and the address rules shared
 //! with HTTP), `http` (wasi-http), `host` (log, secrets, results), files in
-//! [`grant`] (mount checks) and [`limits`] (memory, output, time).
+//! [`grant`] (mount checks) and [`limits`] (memory, output, handles, time).
 
 #![deny(missing_docs)]
 

@@ -5,6 +5,7 @@ mod capabilities;
 mod common;
 mod devices;
 mod languages;
+mod limits;
 // The `probe` plugin's CPU workload, compiled natively from the plugin's own source.
 #[path = "../../../../plugins/probe/src/work.rs"]
 mod work;
