@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # The plugin crates, by directory. Each directory's name is its plugin's name (as in its
 # phasebox.toml) and its cdylib is that name with '-' turned into '_' (cargo's rule).
-plugins=(hello probe http-probe shell noprovision flash reserve firmware cleanup device-probe)
+plugins=(hello probe http-probe hog shell noprovision flash reserve firmware cleanup device-probe)
 
 # A no-op when the target is there already; a new machine has only the host target.
 rustup target add wasm32-wasip2

@@ -20,6 +20,7 @@ pub const PLUGINS: &[&str] = &[
     "hello",
     "probe",
     "http-probe",
+    "hog",
     "shell",
     "noprovision",
     "flash",

@@ -422,10 +422,14 @@ pub enum PhaseOutcome {
     OutputTimeout,
     /// More output than the policy allows.
     OutputLimit,
-    /// More memory than the policy allows.
+    /// More memory than the policy allows (the guest's own, or what the host held for its
+    /// HTTP requests beside it).
     MemoryLimit,
     /// More bytes written, or more files created, in read-write mounts than the policy allows.
     DiskLimit,
+    /// More handles held at once (open files, sockets, streams, HTTP resources) than the policy
+    /// allows.
+    HandleLimit,
     /// The job was cancelled while the phase ran.
     Cancelled,
     /// The plugin crashed (a trap: panic, out-of-bounds access, stack overflow).

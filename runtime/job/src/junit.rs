@@ -199,6 +199,7 @@ fn outcome_word(o: PhaseOutcome) -> &'static str {
         PhaseOutcome::OutputLimit => "output_limit",
         PhaseOutcome::MemoryLimit => "memory_limit",
         PhaseOutcome::DiskLimit => "disk_limit",
+        PhaseOutcome::HandleLimit => "handle_limit",
         PhaseOutcome::Cancelled => "cancelled",
         PhaseOutcome::Crashed => "crashed",
         PhaseOutcome::Exited => "exited",

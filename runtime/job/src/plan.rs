@@ -403,10 +403,12 @@ impl Planner<'_> {
 
         let mut ask = request(self.job_id, phase, block)?;
         // Testflinger hands `test_data.secrets` to the test phase's commands. A test plugin
-        // that may read secrets gets them declared without a phasebox block, so a plain
-        // Testflinger job keeps working; a plugin that reads none is not given any.
+        // that may read secrets gets them declared when the job declares none itself (no
+        // `phasebox.secrets`), so a plain Testflinger job keeps working; a plugin that reads
+        // none is not given any. A job that lists `phasebox.secrets` gets exactly those.
         if phase == Phase::Test
             && !manifest.secrets.is_empty()
+            && block.is_none_or(|b| b.secrets.is_none())
             && let Some(map) = self.spec.test_data.as_ref().and_then(|t| t.secrets.as_ref())
         {
             for name in map.names() {
@@ -539,7 +541,7 @@ impl Planner<'_> {
 fn request(job: &str, phase: Phase, block: Option<&PhaseboxBlock>) -> Result<GrantRequest, JobError> {
     let mut ask = GrantRequest::default();
     let Some(block) = block else { return Ok(ask) };
-    ask.secrets = block.secrets.clone();
+    ask.secrets = block.secrets.clone().unwrap_or_default();
     let Some(grants) = &block.grants else { return Ok(ask) };
     let invalid = |what: &'static str, value: &str, reason: String| JobError::Request {
         job: job.to_owned(),

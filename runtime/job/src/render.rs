@@ -313,6 +313,7 @@ impl Painter {
                     | PhaseOutcome::OutputLimit
                     | PhaseOutcome::MemoryLimit
                     | PhaseOutcome::DiskLimit
+                    | PhaseOutcome::HandleLimit
                     | PhaseOutcome::Cancelled => ("■", "stopped", "1;33"),
                     _ => ("✗", "failed", "1;31"),
                 };

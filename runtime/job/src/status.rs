@@ -11,7 +11,7 @@
 //! | 1 | `test_failure` | what was tested did not pass (the usual failing-test exit code) |
 //! | 2 | `job_error` | the job's fault: bad data, a missing file, a wrong request |
 //! | 3 | `infra_error` | the lab's fault: retry elsewhere or look at the device |
-//! | 247 | `timeout`, `job_timeout`, `output_timeout`, `output_limit`, `memory_limit`, `disk_limit`, `cancelled` | the engine ended the phase (Testflinger's code for a killed phase) |
+//! | 247 | `timeout`, `job_timeout`, `output_timeout`, `output_limit`, `memory_limit`, `handle_limit`, `disk_limit`, `cancelled` | the engine ended the phase (Testflinger's code for a killed phase) |
 //! | 101 | `crashed` | the plugin trapped: a panic (Rust's exit code for one), an out-of-bounds access, a stack overflow |
 //! | 100 | `engine_error` | the engine could not start the phase (Testflinger's code for an agent-side exception) |
 //! | n | `exited` | the plugin called `exit(n)`; WASI 0.2 carries only success (0) or failure (1) |
@@ -55,8 +55,10 @@ pub fn classify(end: &PhaseEnd, job_clipped: bool) -> (i32, PhaseOutcome) {
                 Stop::Timeout(_) if job_clipped => PhaseOutcome::JobTimeout,
                 Stop::Timeout(_) => PhaseOutcome::Timeout,
                 Stop::OutputTimeout(_) => PhaseOutcome::OutputTimeout,
-                Stop::OutputLimit(_) => PhaseOutcome::OutputLimit,
-                Stop::MemoryLimit { .. } => PhaseOutcome::MemoryLimit,
+                // Results and capability events share the output limit with output.
+                Stop::OutputLimit(_) | Stop::ResultsLimit(_) | Stop::EventsLimit(_) => PhaseOutcome::OutputLimit,
+                Stop::MemoryLimit { .. } | Stop::HttpMemoryLimit { .. } => PhaseOutcome::MemoryLimit,
+                Stop::HandleLimit(_) => PhaseOutcome::HandleLimit,
                 Stop::DiskLimit(_) | Stop::FileLimit(_) => PhaseOutcome::DiskLimit,
                 Stop::Cancelled => PhaseOutcome::Cancelled,
             },

@@ -35,9 +35,12 @@ pub struct PhaseboxBlock {
     /// Which plugin runs the phase; `None` lets the agent pick its default for the phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginRef>,
-    /// Secret names this phase declares (each a key of `test_data.secrets`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
+    /// Secret names this phase declares (each a key of `test_data.secrets`); `None` when the
+    /// block has no `secrets` key. Only declared secrets reach a phase; a test phase that
+    /// declares none in a block gets Testflinger's `test_data.secrets` (see the job engine's
+    /// plan), while `secrets: []` declares none at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<String>>,
     /// Phase timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
@@ -129,7 +132,7 @@ pub(crate) fn parse_block(node: &Node, path: &str) -> Result<PhaseboxBlock> {
                         ));
                     }
                 }
-                block.secrets = names;
+                block.secrets = Some(names);
             }
             "timeout" => block.timeout = Some(phase_duration(v, &p)?),
             "output_timeout" => block.output_timeout = Some(phase_duration(v, &p)?),

@@ -442,7 +442,7 @@ fn secret_names(entries: &[crate::node::Entry]) -> BTreeSet<String> {
 /// Reads the `phasebox` block of a phase and checks its secret names against the job's.
 fn phasebox_block(node: &Node, path: &str, secrets: &BTreeSet<String>) -> Result<PhaseboxBlock> {
     let block = parse_block(node, path)?;
-    for (i, name) in block.secrets.iter().enumerate() {
+    for (i, name) in block.secrets.iter().flatten().enumerate() {
         if !secrets.contains(name) {
             let item_path = index(&join(path, "secrets"), i);
             let loc = match node_at(node, "secrets").map(|n| &n.value) {

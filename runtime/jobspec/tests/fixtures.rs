@@ -96,7 +96,7 @@ fn phasebox_additions() {
     let job = fixture("phasebox.yaml");
     let test = job.phasebox(Phase::Test).unwrap();
     assert_eq!(test.plugin, Some(PluginRef::Name("shell".into())));
-    assert_eq!(test.secrets, ["API_TOKEN"]);
+    assert_eq!(test.secrets.as_deref().unwrap(), ["API_TOKEN"]);
     assert_eq!(test.timeout, Some(Duration::from_secs(9000)));
     assert_eq!(test.output_timeout, Some(Duration::from_secs(900)));
     let grants = test.grants.as_ref().unwrap();

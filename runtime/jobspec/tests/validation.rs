@@ -419,7 +419,7 @@ fn phase_secrets_must_be_declared() {
     let job =
         JobSpec::from_yaml(&q("reserve_data:\n  phasebox: {secrets: [TOKEN]}\ntest_data:\n  secrets: {TOKEN: a/b}\n"))
             .unwrap();
-    assert_eq!(job.reserve_data.unwrap().phasebox.unwrap().secrets, ["TOKEN"]);
+    assert_eq!(job.reserve_data.unwrap().phasebox.unwrap().secrets.unwrap(), ["TOKEN"]);
 }
 
 #[test]

@@ -18,6 +18,7 @@ use wasmtime::component::Resource;
 use crate::events::{CapabilityUse, EventSender, PhaseEvent, Stream};
 use crate::host::PhaseState;
 use crate::host::phasebox::plugin::{console, exec, flash, power, types};
+use crate::limits::Monitor;
 
 /// A boxed future, as the [`Dut`] traits return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -157,6 +158,7 @@ fn to_wit(e: DeviceFailure) -> types::DeviceError {
 /// Records one device call in the phase's events.
 async fn record<T>(
     events: &EventSender,
+    monitor: &Monitor,
     handle: &str,
     call: String,
     started: Instant,
@@ -169,7 +171,9 @@ async fn record<T>(
         reason: result.as_ref().err().map(|e| e.to_string()),
         duration_ms: Some(started.elapsed().as_millis() as u64),
     });
-    let _ = events.send(event).await;
+    if monitor.admit(&event) {
+        let _ = events.send(event).await;
+    }
 }
 
 impl PhaseState {
@@ -183,7 +187,7 @@ impl PhaseState {
             Ok(d) => d.power(action).await,
             Err(e) => Err(e),
         };
-        record(&self.events, "power", format!("{action:?}").to_lowercase(), started, &result).await;
+        record(&self.events, &self.monitor, "power", format!("{action:?}").to_lowercase(), started, &result).await;
         self.monitor.touch();
         result
     }
@@ -218,7 +222,7 @@ impl console::Host for PhaseState {
             Ok(d) => d.console().await,
             Err(e) => Err(e),
         };
-        record(&self.events, "console", "open".into(), started, &result).await;
+        record(&self.events, &self.monitor, "console", "open".into(), started, &result).await;
         let io = result.map_err(to_wit)?;
         self.table.push(ConsoleSession(io)).map_err(|e| types::DeviceError::Failed(e.to_string()))
     }
@@ -232,8 +236,10 @@ impl PhaseState {
             return;
         }
         self.monitor.touch();
-        let _ =
-            self.events.send(PhaseEvent::Serial { data: Bytes::copy_from_slice(data), at: SystemTime::now() }).await;
+        let event = PhaseEvent::Serial { data: Bytes::copy_from_slice(data), at: SystemTime::now() };
+        if self.monitor.admit(&event) {
+            let _ = self.events.send(event).await;
+        }
     }
 }
 
@@ -268,7 +274,7 @@ impl console::HostSession for PhaseState {
         if let Ok(text) = &result {
             self.serial(text.as_bytes()).await;
         }
-        record(&self.events, "console", format!("expect {pattern:?}"), started, &result).await;
+        record(&self.events, &self.monitor, "console", format!("expect {pattern:?}"), started, &result).await;
         result.map_err(to_wit)
     }
 
@@ -289,7 +295,7 @@ impl exec::Host for PhaseState {
                 Some(value) => env.push((name.clone(), value.clone())),
                 None => {
                     let failure = DeviceFailure::Failed(format!("secret {name:?} is not granted to this phase"));
-                    record::<()>(&self.events, "exec", call, started, &Err(failure.clone())).await;
+                    record::<()>(&self.events, &self.monitor, "exec", call, started, &Err(failure.clone())).await;
                     return Err(to_wit(failure));
                 }
             }
@@ -300,7 +306,7 @@ impl exec::Host for PhaseState {
             Ok(d) => d.exec(command).await,
             Err(e) => Err(e),
         };
-        record(&self.events, "exec", call, started, &result).await;
+        record(&self.events, &self.monitor, "exec", call, started, &result).await;
         let io = result.map_err(to_wit)?;
         self.table
             .push(ExecProcess { io, exited: None, command: cmd.command })
@@ -314,7 +320,7 @@ impl exec::Host for PhaseState {
             Ok(d) => d.copy_to(path.clone(), data).await,
             Err(e) => Err(e),
         };
-        record(&self.events, "exec", format!("copy-to {path} ({len} bytes)"), started, &result).await;
+        record(&self.events, &self.monitor, "exec", format!("copy-to {path} ({len} bytes)"), started, &result).await;
         result.map_err(to_wit)
     }
 
@@ -324,7 +330,7 @@ impl exec::Host for PhaseState {
             Ok(d) => d.copy_from(path.clone()).await,
             Err(e) => Err(e),
         };
-        record(&self.events, "exec", format!("copy-from {path}"), started, &result).await;
+        record(&self.events, &self.monitor, "exec", format!("copy-from {path}"), started, &result).await;
         result.map_err(to_wit)
     }
 }
@@ -355,7 +361,15 @@ impl exec::HostProcess for PhaseState {
                 process.exited = Some(code);
                 let command = process.command.clone();
                 let result: Result<(), DeviceFailure> = Ok(());
-                record(&self.events, "exec", format!("exit {code} {command:?}"), Instant::now(), &result).await;
+                record(
+                    &self.events,
+                    &self.monitor,
+                    "exec",
+                    format!("exit {code} {command:?}"),
+                    Instant::now(),
+                    &result,
+                )
+                .await;
                 Ok(exec::Event::Exited(code))
             }
         }
@@ -375,7 +389,7 @@ impl flash::Host for PhaseState {
             Ok(d) => d.flash().await,
             Err(e) => Err(e),
         };
-        record(&self.events, "flash", "open".into(), started, &result).await;
+        record(&self.events, &self.monitor, "flash", "open".into(), started, &result).await;
         let io = result.map_err(to_wit)?;
         self.table.push(FlashWriter(io)).map_err(|e| types::DeviceError::Failed(e.to_string()))
     }
@@ -391,7 +405,10 @@ impl flash::HostWriter for PhaseState {
         let total = writer.0.write(chunk).await.map_err(to_wit)?;
         self.monitor.touch();
         if total / PROGRESS_EVERY != (total - len) / PROGRESS_EVERY {
-            let _ = self.events.send(PhaseEvent::Progress { handle: "flash".into(), bytes: total }).await;
+            let event = PhaseEvent::Progress { handle: "flash".into(), bytes: total };
+            if self.monitor.admit(&event) {
+                let _ = self.events.send(event).await;
+            }
         }
         Ok(total)
     }
@@ -404,7 +421,7 @@ impl flash::HostWriter for PhaseState {
             Ok((bytes, sha)) => format!("finish ({bytes} bytes, sha256 {sha})"),
             Err(_) => "finish".into(),
         };
-        record(&self.events, "flash", call, started, &result).await;
+        record(&self.events, &self.monitor, "flash", call, started, &result).await;
         result.map(|(bytes, sha256)| flash::Report { bytes, sha256 }).map_err(to_wit)
     }
 

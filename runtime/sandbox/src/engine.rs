@@ -39,6 +39,13 @@ pub struct EngineConfig {
     /// How often guest code checks its deadlines.
     #[serde(with = "serde_duration")]
     pub epoch_tick: Duration,
+    /// Handles all running phases together may hold (see `Limits::handles`). Each phase
+    /// reserves its own limit from this budget when it starts, so a phase that uses every
+    /// handle it may hold never takes one from another DUT's phase; a phase waits for its
+    /// reservation when the budget is spoken for. `None`: three quarters of the process's
+    /// open-file limit (raised to its hard limit when the sandbox starts), the rest kept for
+    /// the agent itself.
+    pub max_handles: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +57,7 @@ impl Default for EngineConfig {
             cache_dir: None,
             cache_key_file: None,
             epoch_tick: Duration::from_millis(10),
+            max_handles: None,
         }
     }
 }
@@ -73,6 +81,9 @@ pub struct Sandbox {
     pub(crate) config: EngineConfig,
     pub(crate) allocation: Allocation,
     pub(crate) pool_slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// The process's handle budget, which running phases reserve their handle limits from.
+    pub(crate) handle_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) handle_budget_size: u64,
     pub(crate) plugins: Mutex<HashMap<String, Arc<Plugin>>>,
 }
 
@@ -115,7 +126,27 @@ impl Sandbox {
             .transpose()?;
         let pool_slots = (allocation == Allocation::Pooling)
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)));
-        Ok(Self { engine, linker, cache, config, allocation, pool_slots, plugins: Mutex::default() })
+        let handle_budget_size = config.max_handles.unwrap_or_else(default_handle_budget).max(1);
+        let handle_budget = Arc::new(tokio::sync::Semaphore::new(
+            handle_budget_size.min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize,
+        ));
+        tracing::debug!(handles = handle_budget_size, "handle budget of running phases");
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            config,
+            allocation,
+            pool_slots,
+            handle_budget,
+            handle_budget_size,
+            plugins: Mutex::default(),
+        })
+    }
+
+    /// The handles all running phases together may hold.
+    pub fn handle_budget(&self) -> u64 {
+        self.handle_budget_size
     }
 
     /// How instances are allocated.
@@ -183,4 +214,22 @@ fn start_ticker(engine: &Engine, tick: Duration) {
             }
         })
         .expect("spawning the epoch ticker thread");
+}
+
+/// Raises the process's open-file limit to its hard limit and returns three quarters of it:
+/// the budget of handles phases may hold, the rest kept for the agent's own files, sockets and
+/// connections.
+fn default_handle_budget() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.maximum.is_some_and(|max| limit.current.is_some_and(|cur| cur < max)) {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = raised,
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit"),
+        }
+    }
+    // No limit at all: a budget no phase mix reaches before memory or time stops it.
+    let files = limit.current.unwrap_or(1 << 20);
+    files / 4 * 3
 }

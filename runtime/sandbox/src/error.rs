@@ -102,6 +102,21 @@ pub enum SandboxError {
         refused_by: String,
     },
 
+    /// The job names an address or network inside a blocked range (loopback, private,
+    /// link-local, metadata, ...), and no network in the operator's policy that covers it lies
+    /// inside a blocked range: a policy of `*` or `0.0.0.0/0` never opens them.
+    #[error(
+        "phase {phase}: the job asks for {what}, inside a blocked range (loopback, private, link-local or metadata); \
+         the operator's policy opens such a range only by naming a network inside it (e.g. `127.0.0.1:8080` or \
+         `10.0.0.0/8`), and `*` or `0.0.0.0/0` does not"
+    )]
+    BlockedRangeNotNamed {
+        /// The phase.
+        phase: String,
+        /// The request, e.g. `network connect 127.0.0.1:8080`.
+        what: String,
+    },
+
     /// A grant names a directory that cannot be mounted.
     #[error("phase {phase}: files grant {guest}: {reason}")]
     BadMount {

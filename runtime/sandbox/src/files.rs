@@ -127,7 +127,7 @@ pub(crate) fn link(linker: &mut Linker<PhaseState>) -> wasmtime::Result<()> {
                 let call = format!("symlink {link:?} -> {target:?}");
                 if let Some(why) = escaping_link(&target) {
                     tracing::debug!(%call, why, "symlink refused");
-                    crate::host::record(state.events.clone(), "files", call, Some(why.into())).await;
+                    crate::host::record(state, "files", call, Some(why.into())).await;
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
                 if !state.monitor.create_entry() {

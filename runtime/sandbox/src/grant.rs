@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PatternError, SandboxError};
-use crate::network::{Endpoint, HostPattern, NetworkPolicy, Origin};
+use crate::network::{Endpoint, HostPattern, NetworkPolicy, Origin, host_names_blocked};
 use crate::units::{serde_duration, serde_size};
 
 /// A kind of capability; each one links a set of interfaces.
@@ -218,7 +218,8 @@ pub struct Capabilities {
     /// Names that may be resolved.
     #[serde(default)]
     pub dns: Vec<NamePattern>,
-    /// May receive environment variables that the job or the policy define.
+    /// In a manifest: may receive environment variables (the operator's, and the job's where
+    /// allowed). In a policy: a job may set environment variables of its own.
     #[serde(default)]
     pub env: bool,
     /// May switch the job's device on and off.
@@ -259,6 +260,21 @@ impl Capabilities {
         }
     }
 
+    /// [`everything`](Self::everything), and loopback named (`127.0.0.0/8` and `[::1]` for
+    /// sockets, `127.0.0.1` and `[::1]` for HTTP), so that a job may ask for a server on this machine by
+    /// address: `*` alone never opens loopback. For local runs and tests.
+    pub fn everything_and_loopback() -> Self {
+        let mut all = Self::everything();
+        for net in ["127.0.0.0/8", "[::1]"] {
+            all.network.connect.push(Endpoint::parse(net).expect("valid"));
+        }
+        // An origin names one host, not a network.
+        for host in ["127.0.0.1", "[::1]"] {
+            all.http.push(Origin::parse(&format!("*://{host}:*")).expect("valid"));
+        }
+        all
+    }
+
     /// Whether this document declares (or allows) a capability kind at all.
     pub fn has(&self, cap: Capability) -> bool {
         match cap {
@@ -292,7 +308,8 @@ pub struct Limits {
     /// Longest time without output (stdout, stderr or log) before the phase is ended.
     #[serde(with = "serde_duration", default = "Limits::default_output_timeout")]
     pub output_timeout: Duration,
-    /// Total bytes of output (stdout, stderr, log) the phase may write.
+    /// Total bytes of output the phase may write: stdout, stderr and log lines, and the test
+    /// results and capability events it causes, together.
     #[serde(with = "serde_size", default = "Limits::default_output")]
     pub output: u64,
     /// Total bytes the phase may write into its read-write mounts (every write counts, also
@@ -302,6 +319,11 @@ pub struct Limits {
     /// How many files, directories and links the phase may create in its read-write mounts.
     #[serde(default = "Limits::default_files")]
     pub files: u64,
+    /// Handles the phase may hold at once: open files and directories, sockets, streams,
+    /// pollables and HTTP resources (header maps, requests, responses, bodies). Each may hold a
+    /// host descriptor, so this also bounds the phase's share of the agent's open files.
+    #[serde(default = "Limits::default_handles")]
+    pub handles: u64,
 }
 
 impl Limits {
@@ -326,6 +348,9 @@ impl Limits {
     fn default_files() -> u64 {
         100_000
     }
+    fn default_handles() -> u64 {
+        1024
+    }
 
     /// The stricter of two limit sets, field by field.
     pub fn min(&self, other: &Limits) -> Limits {
@@ -336,6 +361,7 @@ impl Limits {
             output: self.output.min(other.output),
             disk: self.disk.min(other.disk),
             files: self.files.min(other.files),
+            handles: self.handles.min(other.handles),
         }
     }
 }
@@ -349,6 +375,7 @@ impl Default for Limits {
             output: Self::default_output(),
             disk: Self::default_disk(),
             files: Self::default_files(),
+            handles: Self::default_handles(),
         }
     }
 }
@@ -361,7 +388,9 @@ pub struct Policy {
     /// The most a job may be granted.
     #[serde(default)]
     pub allow: Capabilities,
-    /// Environment variables every phase receives (when its plugin declares `env`).
+    /// Environment variables every phase receives (when its plugin declares `env`). They win
+    /// over a job's variables of the same name; a job may set its own only when `allow.env`
+    /// is true.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// The largest limits a job may ask for; also the defaults.
@@ -516,12 +545,20 @@ impl Grant {
             mounts.push(Mount { guest: f.path.clone(), job_dir, source, access: f.access });
         }
 
+        // A blocked range opens only where the operator's policy itself names a network inside
+        // it; `*` or `0.0.0.0/0` in the policy covers the request but names nothing.
+        let unnamed_blocked = |what: String| SandboxError::BlockedRangeNotNamed { phase: phase.to_owned(), what };
         for e in &ask.network.connect {
             if !plugin.network.connect.iter().any(|p| p.covers(e)) {
                 return Err(refuse(format!("network connect {e}"), true));
             }
             if !allow.network.connect.iter().any(|p| p.covers(e)) {
                 return Err(refuse(format!("network connect {e}"), false));
+            }
+            if host_names_blocked(&e.host)
+                && !allow.network.connect.iter().any(|p| p.covers(e) && host_names_blocked(&p.host))
+            {
+                return Err(unnamed_blocked(format!("network connect {e}")));
             }
         }
         for (flag, name, p, a) in [
@@ -542,6 +579,11 @@ impl Grant {
             if !allow.http.iter().any(|p| p.covers(o)) {
                 return Err(refuse(format!("http {o}"), false));
             }
+            if host_names_blocked(&o.endpoint.host)
+                && !allow.http.iter().any(|p| p.covers(o) && host_names_blocked(&p.endpoint.host))
+            {
+                return Err(unnamed_blocked(format!("http {o}")));
+            }
         }
         for d in &ask.dns {
             if !plugin.dns.iter().any(|p| p.0.covers(&d.0)) {
@@ -559,13 +601,21 @@ impl Grant {
             ask.http.clone(),
         );
 
+        if !ask.env.is_empty() {
+            let names = ask.env.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+            if !plugin.env {
+                return Err(refuse(format!("environment variables ({names})"), true));
+            }
+            if !allow.env {
+                return Err(refuse(format!("environment variables ({names})"), false));
+            }
+        }
         let mut env = Vec::new();
         if plugin.env {
-            let mut merged = policy.env.clone();
-            merged.extend(ask.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // The operator's variables win over the job's.
+            let mut merged = ask.env.clone();
+            merged.extend(policy.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             env.extend(merged);
-        } else if !ask.env.is_empty() {
-            return Err(refuse("environment variables".into(), true));
         }
 
         let limits = match &ask.limits {
@@ -766,6 +816,82 @@ mod tests {
         let g = Grant::resolve("test", &caps("env = true"), &policy, &ask, dir.path()).unwrap();
         assert_eq!(g.env, [("A".to_string(), "1".to_string()), ("LAB".to_string(), "x".to_string())]);
         assert!(Grant::resolve("test", &caps(""), &policy, &ask, dir.path()).is_err());
+    }
+
+    #[test]
+    fn job_env_needs_the_policy_and_never_overrides_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut policy = Policy {
+            allow: Capabilities { env: false, ..Capabilities::everything() },
+            env: [("LAB".into(), "operator".into())].into(),
+            ..Default::default()
+        };
+        let plugin = caps("env = true");
+        // Without `allow.env` the job may not set variables; the operator's still arrive.
+        let ask = GrantRequest { env: [("A".into(), "1".into())].into(), ..Default::default() };
+        let err = Grant::resolve("test", &plugin, &policy, &ask, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("environment variables (A)") && err.contains("operator's policy"), "{err}");
+        let g = Grant::resolve("test", &plugin, &policy, &GrantRequest::default(), dir.path()).unwrap();
+        assert_eq!(g.env, [("LAB".to_string(), "operator".to_string())]);
+        // With it, the job's variables join the operator's, which win a clash.
+        policy.allow.env = true;
+        let ask =
+            GrantRequest { env: [("LAB".into(), "job".into()), ("A".into(), "1".into())].into(), ..Default::default() };
+        let g = Grant::resolve("test", &plugin, &policy, &ask, dir.path()).unwrap();
+        assert_eq!(g.env, [("A".to_string(), "1".to_string()), ("LAB".to_string(), "operator".to_string())]);
+    }
+
+    #[test]
+    fn only_a_policy_that_names_a_blocked_range_opens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = Capabilities::everything();
+        let allowing = |endpoints: &[&str], origins: &[&str]| Policy {
+            allow: Capabilities {
+                network: NetworkRule {
+                    connect: endpoints.iter().map(|e| Endpoint::parse(e).unwrap()).collect(),
+                    ..NetworkRule::default()
+                },
+                http: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+                ..Capabilities::default()
+            },
+            ..Policy::default()
+        };
+        let asking = |endpoint: &str| {
+            let mut ask = GrantRequest::default();
+            ask.network.connect = vec![Endpoint::parse(endpoint).unwrap()];
+            ask
+        };
+        let asking_http =
+            |origin: &str| GrantRequest { http: vec![Origin::parse(origin).unwrap()], ..Default::default() };
+        for broad in [&["*"][..], &["0.0.0.0/0", "::/0"], &["0.0.0.0/0:*", "[::/0]:*"]] {
+            let policy = allowing(broad, &["*", "http://*:*", "https://*:*"]);
+            for named in [
+                "127.0.0.1:8080",
+                "127.0.0.0/8",
+                "[::1]:22",
+                "169.254.169.254:80",
+                "10.1.0.0/16:22",
+                "[::ffff:127.0.0.1]:80",
+            ] {
+                let err = Grant::resolve("test", &plugin, &policy, &asking(named), dir.path()).unwrap_err();
+                assert!(matches!(err, SandboxError::BlockedRangeNotNamed { .. }), "{broad:?} {named}: {err}");
+            }
+            for origin in ["http://127.0.0.1:8080", "http://169.254.169.254", "https://[::1]:443"] {
+                let err = Grant::resolve("test", &plugin, &policy, &asking_http(origin), dir.path()).unwrap_err();
+                assert!(matches!(err, SandboxError::BlockedRangeNotNamed { .. }), "{broad:?} {origin}: {err}");
+            }
+            // What a broad policy covers and names nothing blocked stays grantable.
+            assert!(Grant::resolve("test", &plugin, &policy, &asking("93.184.216.34:443"), dir.path()).is_ok());
+            assert!(Grant::resolve("test", &plugin, &policy, &asking("0.0.0.0/0:443"), dir.path()).is_ok());
+        }
+        let policy = allowing(&["127.0.0.0/8", "10.0.0.0/8:22"], &["http://127.0.0.1:8080"]);
+        for named in ["127.0.0.1:8080", "10.1.0.0/16:22"] {
+            assert!(Grant::resolve("test", &plugin, &policy, &asking(named), dir.path()).is_ok(), "{named}");
+        }
+        assert!(Grant::resolve("test", &plugin, &policy, &asking_http("http://127.0.0.1:8080"), dir.path()).is_ok());
+        let policy = allowing(&["127.0.0.1:8080"], &[]);
+        assert!(Grant::resolve("test", &plugin, &policy, &asking("127.0.0.1:8080"), dir.path()).is_ok());
+        assert!(Grant::resolve("test", &plugin, &policy, &asking("127.0.0.1:8081"), dir.path()).is_err());
     }
 
     #[test]

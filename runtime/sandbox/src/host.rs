@@ -47,6 +47,8 @@ pub(crate) struct PhaseState {
     /// Held for the store's lifetime when the pooling allocator is in use, so phases wait for
     /// a free slot instead of failing when the pool is full.
     pub(crate) _pool_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The phase's handle limit, reserved from the process's budget for the store's lifetime.
+    pub(crate) _handles_reserved: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl WasiView for PhaseState {
@@ -61,9 +63,23 @@ impl WasiHttpView for PhaseState {
     }
 }
 
-/// Records a capability use. Takes the sender by value so no borrow of the store state is held
-/// across the await (the state is `Send` but not `Sync`).
-pub(crate) async fn record(events: EventSender, grant: &str, call: String, denied: Option<String>) {
+/// Reports an event the host makes on the guest's behalf (a result, a capability use), counted
+/// against the phase's output limit: one past it is dropped, and the phase stops. Takes the
+/// sender and monitor by value so no borrow of the store state is held across the await (the
+/// state is `Send` but not `Sync`).
+pub(crate) async fn report(events: EventSender, monitor: Arc<Monitor>, event: PhaseEvent) {
+    if monitor.admit(&event) {
+        let _ = events.send(event).await;
+    }
+}
+
+/// Records a capability use. The returned future holds no borrow of the state.
+pub(crate) fn record(
+    state: &PhaseState,
+    grant: &str,
+    call: String,
+    denied: Option<String>,
+) -> impl Future<Output = ()> + Send + 'static {
     let event = PhaseEvent::Capability(CapabilityUse {
         grant: grant.into(),
         call,
@@ -71,7 +87,7 @@ pub(crate) async fn record(events: EventSender, grant: &str, call: String, denie
         reason: denied,
         duration_ms: None,
     });
-    let _ = events.send(event).await;
+    report(state.events.clone(), state.monitor.clone(), event)
 }
 
 impl phasebox::plugin::types::Host for PhaseState {}
@@ -110,12 +126,11 @@ impl phasebox::plugin::secrets::Host for PhaseState {
         match self.secrets.get(&name) {
             Some(secret) => {
                 let value = secret.expose().to_owned();
-                record(self.events.clone(), "secrets", format!("get {name}"), None).await;
+                record(self, "secrets", format!("get {name}"), None).await;
                 Ok(value)
             }
             None => {
-                record(self.events.clone(), "secrets", format!("get {name}"), Some("not granted to this phase".into()))
-                    .await;
+                record(self, "secrets", format!("get {name}"), Some("not granted to this phase".into())).await;
                 Err(phasebox::plugin::secrets::Error::NotGranted(name))
             }
         }
@@ -139,13 +154,13 @@ impl phasebox::plugin::results::Host for PhaseState {
             duration_ms: case.duration_ms,
             message: case.message,
         };
-        let _ = self.events.send(PhaseEvent::Case(case)).await;
+        report(self.events.clone(), self.monitor.clone(), PhaseEvent::Case(case)).await;
     }
 
     async fn report_measurement(&mut self, m: phasebox::plugin::results::Measurement) {
         self.monitor.touch();
         let m = ev::Measurement { name: m.name, value: m.value, unit: m.unit };
-        let _ = self.events.send(PhaseEvent::Measurement(m)).await;
+        report(self.events.clone(), self.monitor.clone(), PhaseEvent::Measurement(m)).await;
     }
 }
 
@@ -157,7 +172,8 @@ pub(crate) fn link(linker: &mut Linker<PhaseState>) -> wasmtime::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     Phase::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |s| s)?;
     crate::files::link(linker)?;
-    link_dns_check(linker)
+    link_dns_check(linker)?;
+    crate::http::link_http_accounting(linker)
 }
 
 /// Stands in front of `wasi:sockets/ip-name-lookup.resolve-addresses`: WASI's own switch
@@ -176,10 +192,10 @@ fn link_dns_check(linker: &mut Linker<PhaseState>) -> wasmtime::Result<()> {
             let state = store.data_mut();
             if !state.network.may_resolve(&name) {
                 let denial = Some("no dns or network grant names it".into());
-                record(state.events.clone(), "dns", format!("resolve {name}"), denial).await;
+                record(state, "dns", format!("resolve {name}"), denial).await;
                 return Ok((Err::<Resource<ResolveAddressStream>, _>(ErrorCode::AccessDenied),));
             }
-            record(state.events.clone(), "dns", format!("resolve {name}"), None).await;
+            record(state, "dns", format!("resolve {name}"), None).await;
             if let Ok(addrs) = tokio::net::lookup_host((name.as_str(), 0)).await {
                 state.network.remember(&name, addrs.map(|a| a.ip()));
             }

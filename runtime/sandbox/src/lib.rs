@@ -20,7 +20,7 @@
 //! Each capability lives in one module: [`network`] (sockets, DNS and the address rules shared
 //! with HTTP), `http` (wasi-http), `host` (log, secrets, results), `files` (mounts opened
 //! beneath the job directory without following links, link creation checks, write limits),
-//! [`grant`] (mount requests) and [`limits`] (memory, output, time, disk).
+//! [`grant`] (mount requests) and [`limits`] (memory, output, handles, time, disk).
 
 #![deny(missing_docs)]
 

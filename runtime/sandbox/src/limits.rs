@@ -1,10 +1,12 @@
-//! Limits of a running phase: memory (summed over all of the instance's memories), output
-//! bytes, output idleness, wall-clock time, bytes written and entries created in read-write
-//! mounts, and the first reason a phase was ended.
+//! Limits of a running phase: memory (summed over all of the instance's memories, plus what
+//! the host holds for the guest's HTTP requests), output bytes (stdout, stderr, log lines, test
+//! results and capability events together), handles, output idleness, wall-clock time, bytes
+//! written and entries created in read-write mounts, and the first reason a phase was ended.
 //!
-//! The [`Monitor`] is shared by the store's resource limiter, the output writers, the epoch
-//! callback (which stops guest code) and the runner's watchdog (which stops a guest blocked in
-//! a host call). Whoever notices a limit first records why; everyone else reads that reason.
+//! The [`Monitor`] is shared by the store's resource limiter, the output writers, the host
+//! functions that report events, the epoch callback (which stops guest code) and the runner's
+//! watchdog (which stops a guest blocked in a host call). Whoever notices a limit first records
+//! why; everyone else reads that reason.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::events::PhaseEvent;
 use crate::units::format_size;
 
 /// Why the host ended a phase before the guest returned.
@@ -35,6 +38,25 @@ pub enum Stop {
     /// The phase created more files, directories and links in its read-write mounts than its
     /// limit.
     FileLimit(u64),
+    /// The phase reported more test results (cases and measurements) than its output limit
+    /// holds, counted together with its output.
+    ResultsLimit(u64),
+    /// The phase caused more capability events (allowed and denied calls, device progress and
+    /// serial data) than its output limit holds, counted together with its output.
+    EventsLimit(u64),
+    /// The phase held more handles (open files, sockets, streams, HTTP resources) at once than
+    /// its limit.
+    HandleLimit(u64),
+    /// The phase made the host hold more for its HTTP requests (header maps, bodies, responses
+    /// in flight) than its memory limit leaves beside its own memory.
+    HttpMemoryLimit {
+        /// The memory limit.
+        limit: u64,
+        /// What the host would have held for it.
+        host: u64,
+        /// The guest's own memory at that moment.
+        guest: u64,
+    },
     /// Whoever ran the phase cancelled it.
     Cancelled,
 }
@@ -59,6 +81,29 @@ impl std::fmt::Display for Stop {
             Self::FileLimit(n) => {
                 write!(f, "created more than its limit of {n} files, directories and links in its read-write mounts")
             }
+            Self::ResultsLimit(n) => write!(
+                f,
+                "reported more test results than its output limit of {} (output, logs, results and events together)",
+                format_size(*n)
+            ),
+            Self::EventsLimit(n) => write!(
+                f,
+                "caused more capability events than its output limit of {} (output, logs, results and events together)",
+                format_size(*n)
+            ),
+            Self::HandleLimit(n) => {
+                write!(
+                    f,
+                    "held more than its limit of {n} handles at once (open files, sockets, streams, HTTP resources)"
+                )
+            }
+            Self::HttpMemoryLimit { limit, host, guest } => write!(
+                f,
+                "made the host hold {} for its HTTP requests beside its own {}, more than its memory limit of {}",
+                format_size(*host),
+                format_size(*guest),
+                format_size(*limit)
+            ),
             Self::Cancelled => f.write_str("cancelled"),
         }
     }
@@ -75,6 +120,8 @@ pub struct Monitor {
     memory_in_use: AtomicU64,
     disk_written: AtomicU64,
     files_created: AtomicU64,
+    /// Bytes the host holds for the guest's HTTP requests, as last counted.
+    host_memory: AtomicU64,
     output_written: AtomicU64,
     /// Milliseconds since `started` at the last output.
     last_output_ms: AtomicU64,
@@ -97,6 +144,7 @@ impl Monitor {
             memory_in_use: AtomicU64::new(0),
             disk_written: AtomicU64::new(0),
             files_created: AtomicU64::new(0),
+            host_memory: AtomicU64::new(0),
             output_written: AtomicU64::new(0),
             last_output_ms: AtomicU64::new(0),
             stop: Mutex::new(None),
@@ -187,6 +235,48 @@ impl Monitor {
         (n as u64).min(room) as usize
     }
 
+    /// Accounts for an event the host reports on the guest's behalf, against the output limit
+    /// it shares with output; returns whether it fits. Output and log lines are counted where
+    /// they are written; everything else (results, capability uses, device progress and serial
+    /// data) is counted here, so a guest cannot grow the job's records past its output limit.
+    pub(crate) fn admit(&self, event: &PhaseEvent) -> bool {
+        // Roughly what the event takes in the job's records: its text plus the JSON around it.
+        const FRAME: u64 = 128;
+        let len = |s: &str| s.len() as u64;
+        let (n, over) = match event {
+            PhaseEvent::Output { .. } | PhaseEvent::Log { .. } => return true,
+            PhaseEvent::Case(c) => (
+                len(&c.suite) + len(&c.name) + c.message.as_deref().map_or(0, len) + FRAME,
+                Stop::ResultsLimit(self.output_limit),
+            ),
+            PhaseEvent::Measurement(m) => (len(&m.name) + len(&m.unit) + FRAME, Stop::ResultsLimit(self.output_limit)),
+            PhaseEvent::Capability(c) => (
+                len(&c.grant) + len(&c.call) + c.reason.as_deref().map_or(0, len) + FRAME,
+                Stop::EventsLimit(self.output_limit),
+            ),
+            PhaseEvent::Serial { data, .. } => (data.len() as u64 + FRAME, Stop::EventsLimit(self.output_limit)),
+            PhaseEvent::Progress { handle, .. } => (len(handle) + FRAME, Stop::EventsLimit(self.output_limit)),
+        };
+        let before = self.output_written.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.output_limit {
+            self.stop(over);
+            return false;
+        }
+        true
+    }
+
+    /// Records what the host holds for the guest's HTTP requests; stops the phase when that
+    /// and the guest's own memory together pass the memory limit. Returns whether it fits.
+    pub(crate) fn hold_host_memory(&self, host: u64) -> bool {
+        let guest = self.memory_in_use();
+        if host.saturating_add(guest) > self.memory_limit {
+            self.stop(Stop::HttpMemoryLimit { limit: self.memory_limit, host, guest });
+            return false;
+        }
+        self.host_memory.store(host, Ordering::Relaxed);
+        true
+    }
+
     /// Marks activity that is not output but shows the phase is alive (a log line).
     pub(crate) fn touch(&self) {
         self.last_output_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -230,8 +320,10 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         let grow = (desired - current) as u64;
         let in_use = self.monitor.memory_in_use.load(Ordering::Relaxed);
         let wanted = in_use + grow;
-        if wanted > self.monitor.memory_limit {
-            self.monitor.stop(Stop::MemoryLimit { limit: self.monitor.memory_limit, wanted });
+        // What the host holds for the guest's HTTP requests shares the limit.
+        let host = self.monitor.host_memory.load(Ordering::Relaxed);
+        if wanted.saturating_add(host) > self.monitor.memory_limit {
+            self.monitor.stop(Stop::MemoryLimit { limit: self.monitor.memory_limit, wanted: wanted + host });
             // Refusing the growth makes memory.grow return -1; guests that cannot cope trap,
             // and the recorded reason explains the trap.
             return Ok(false);
@@ -281,6 +373,49 @@ mod tests {
         assert!(!monitor.create_entry());
         assert_eq!(monitor.stopped_because(), Some(Stop::FileLimit(2)));
         assert!(Stop::FileLimit(2).to_string().contains("limit of 2 files"));
+    }
+
+    #[test]
+    fn results_and_events_share_the_output_limit() {
+        use crate::events::{CapabilityUse, CaseStatus, TestCase};
+        let monitor = Monitor::new(1, 1000);
+        assert_eq!(monitor.output(800), 800);
+        let case = |name: &str| {
+            PhaseEvent::Case(TestCase {
+                suite: "s".into(),
+                name: name.into(),
+                status: CaseStatus::Pass,
+                duration_ms: 0,
+                message: None,
+            })
+        };
+        assert!(monitor.admit(&case("a")));
+        assert!(!monitor.admit(&case(&"b".repeat(200))));
+        assert_eq!(monitor.stopped_because(), Some(Stop::ResultsLimit(1000)));
+
+        let monitor = Monitor::new(1, 300);
+        let denied = PhaseEvent::Capability(CapabilityUse {
+            grant: "secrets".into(),
+            call: "get X".into(),
+            allowed: false,
+            reason: Some("not granted to this phase".into()),
+            duration_ms: None,
+        });
+        assert!(monitor.admit(&denied));
+        assert!(!monitor.admit(&denied));
+        assert_eq!(monitor.stopped_because(), Some(Stop::EventsLimit(300)));
+    }
+
+    #[test]
+    fn host_memory_shares_the_memory_limit() {
+        let monitor = std::sync::Arc::new(Monitor::new(10 << 20, 100));
+        let mut l = MemoryLimiter { monitor: monitor.clone() };
+        assert!(l.memory_growing(0, 6 << 20, None).unwrap());
+        assert!(monitor.hold_host_memory(3 << 20));
+        assert!(!l.memory_growing(6 << 20, 8 << 20, None).unwrap());
+        let monitor = Monitor::new(10 << 20, 100);
+        assert!(!monitor.hold_host_memory(11 << 20));
+        assert!(matches!(monitor.stopped_because(), Some(Stop::HttpMemoryLimit { host, .. }) if host == 11 << 20));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,8 @@ use crate::error::PatternError;
 /// The host part of an endpoint pattern.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HostPattern {
-    /// `*`: any host. Never unblocks the [blocked ranges](is_blocked).
+    /// `*`: any host. Never unblocks the [blocked ranges](is_blocked), in a job's request or in
+    /// the operator's policy.
     Any,
     /// A DNS name, lowercase, e.g. `example.com`.
     Name(String),
@@ -347,17 +348,25 @@ fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
             Some(v4) => IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - 96).expect("prefix fits")),
-            None => net,
+            None => net.trunc(),
         },
         _ => net.trunc(),
     }
 }
 
-/// Address ranges no phase reaches unless a grant names an address or network inside them:
+/// Address ranges no phase reaches unless its grant names an address or network inside them:
 /// loopback, private, shared (CGNAT), link-local (which holds the cloud metadata service
 /// 169.254.169.254), unspecified, multicast, broadcast, documentation and benchmarking
 /// ranges, IPv6 unique-local, link-local and site-local, and the IPv6 forms that embed IPv4
-/// (6to4, NAT64, Teredo), whose embedded address could point anywhere.
+/// (IPv4-compatible `::/96`, SIIT `::ffff:0:0/96`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`,
+/// 6to4 `2002::/16`, Teredo `2001::/32`), whose embedded address could point anywhere,
+/// including at a blocked IPv4 address. (IPv4-mapped `::ffff:a.b.c.d` is not listed: it is
+/// [mapped to IPv4](canonical_ip) before any check and meets the IPv4 rules.)
+///
+/// A job's grant can name such a network only when the operator's policy names it too: the
+/// policy must hold a network inside a blocked range that covers the request (`127.0.0.0/8`
+/// or `127.0.0.1:8080` lets a job ask for `127.0.0.1:8080`; `*` or `0.0.0.0/0` does not). See
+/// [`Grant::resolve`](crate::Grant::resolve).
 pub fn blocked_ranges() -> &'static [IpNet] {
     use std::sync::OnceLock;
     static RANGES: OnceLock<Vec<IpNet>> = OnceLock::new();
@@ -381,6 +390,7 @@ pub fn blocked_ranges() -> &'static [IpNet] {
             "::/128",
             "::1/128",
             "::/96",
+            "::ffff:0:0:0/96",
             "64:ff9b::/96",
             "64:ff9b:1::/48",
             "100::/64",
@@ -408,8 +418,27 @@ pub fn is_blocked(ip: IpAddr) -> bool {
 /// it must lie wholly inside one blocked range. `10.1.0.0/16` names a private network;
 /// `0.0.0.0/0` does not name anything in particular, so it never reaches loopback or the
 /// metadata service.
-fn names_blocked(net: &IpNet) -> bool {
+pub(crate) fn names_blocked(net: &IpNet) -> bool {
     blocked_ranges().iter().any(|b| b.contains(net))
+}
+
+/// The IPv4 address an IPv6 address embeds, for the embeddings that carry it in a fixed place:
+/// IPv4-compatible (`::a.b.c.d`), SIIT (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and
+/// 6to4 (`2002:aabb:ccdd::/48`).
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0, _, _] if !ip.is_unspecified() && !ip.is_loopback() => Some(low),
+        [0, 0, 0, 0, 0xffff, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2002, a, b, ..] => Some(Ipv4Addr::new((a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8)),
+        _ => None,
+    }
+}
+
+/// Whether `host` names a network inside a blocked range (and so would open it).
+pub(crate) fn host_names_blocked(host: &HostPattern) -> bool {
+    matches!(host, HostPattern::Net(net) if names_blocked(net))
 }
 
 /// What a phase tried to do on the network, for the policy's verdict and the event log.
@@ -511,6 +540,14 @@ impl NetworkPolicy {
     }
 
     fn check_peer(&self, ip: IpAddr, port: u16) -> Result<(), String> {
+        // An IPv6 address that embeds a blocked IPv4 address reaches that address through a
+        // translator: it needs a grant for the IPv4 address as well as for itself.
+        if let IpAddr::V6(v6) = ip
+            && let Some(v4) = embedded_ipv4(v6).filter(|v4| is_blocked(IpAddr::V4(*v4)))
+        {
+            self.check_peer(IpAddr::V4(v4), port)
+                .map_err(|why| format!("{} embeds {v4}: {why}", SocketAddr::new(ip, port)))?;
+        }
         let blocked = is_blocked(ip);
         let resolved = self.resolved.lock().expect("resolved map poisoned");
         let names = resolved.get(&ip);
@@ -551,6 +588,12 @@ impl NetworkPolicy {
     /// only when a granted origin names a network holding `ip`.
     pub fn check_http_addr(&self, scheme: &str, ip: IpAddr, port: u16) -> Result<(), String> {
         let ip = canonical_ip(ip);
+        if let IpAddr::V6(v6) = ip
+            && let Some(v4) = embedded_ipv4(v6).filter(|v4| is_blocked(IpAddr::V4(*v4)))
+        {
+            self.check_http_addr(scheme, IpAddr::V4(v4), port)
+                .map_err(|why| format!("{} embeds {v4}: {why}", SocketAddr::new(ip, port)))?;
+        }
         if !is_blocked(ip) {
             return Ok(());
         }
@@ -644,6 +687,11 @@ mod tests {
             mapped(Ipv4Addr::new(127, 0, 0, 1)),
             mapped(Ipv4Addr::new(169, 254, 169, 254)),
             "64:ff9b::a9fe:a9fe".parse().unwrap(),
+            // SIIT (IPv4-translated), IPv4-compatible and 6to4 spellings of loopback and metadata
+            "::ffff:0:7f00:1".parse().unwrap(),
+            "::ffff:0:a9fe:a9fe".parse().unwrap(),
+            "::7f00:1".parse().unwrap(),
+            "2002:a9fe:a9fe::1".parse().unwrap(),
         ] {
             let err = any.check_socket(SocketAddr::new(ip, 80), NetUse::TcpConnect).unwrap_err();
             assert!(err.contains("blocked range"), "{ip}: {err}");
@@ -660,6 +708,37 @@ mod tests {
         assert!(named.check_socket("127.0.0.1:8081".parse().unwrap(), NetUse::TcpConnect).is_err());
         assert!(named.check_socket("10.1.200.3:22".parse().unwrap(), NetUse::TcpConnect).is_ok());
         assert!(named.check_socket("10.2.0.3:22".parse().unwrap(), NetUse::TcpConnect).is_err());
+    }
+
+    #[test]
+    fn an_embedded_blocked_ipv4_needs_its_own_grant() {
+        for (v6, v4) in [
+            ("::ffff:0:7f00:1", Some("127.0.0.1")),
+            ("::7f00:1", Some("127.0.0.1")),
+            ("64:ff9b::a9fe:a9fe", Some("169.254.169.254")),
+            ("2002:a9fe:a9fe::1", Some("169.254.169.254")),
+            ("::1", None),
+            ("::", None),
+            ("2001:db8::1", None),
+        ] {
+            let embedded = embedded_ipv4(v6.parse().unwrap()).map(|a| a.to_string());
+            assert_eq!(embedded.as_deref(), v4, "{v6}");
+        }
+        // Naming the translator's prefix is not naming the loopback or metadata address behind it.
+        let nat64 = policy(&["[64:ff9b::/96]"]);
+        let err = nat64.check_socket("[64:ff9b::7f00:1]:80".parse().unwrap(), NetUse::TcpConnect).unwrap_err();
+        assert!(err.contains("embeds 127.0.0.1") && err.contains("blocked range"), "{err}");
+        assert!(nat64.check_socket("[64:ff9b::5db8:d822]:80".parse().unwrap(), NetUse::TcpConnect).is_ok());
+        let both = policy(&["[64:ff9b::/96]", "127.0.0.1"]);
+        assert!(both.check_socket("[64:ff9b::7f00:1]:80".parse().unwrap(), NetUse::TcpConnect).is_ok());
+        // An origin naming the SIIT spelling of loopback does not name loopback itself.
+        let origins = |list: &[&str]| list.iter().map(|o| Origin::parse(o).unwrap()).collect();
+        let siit = NetworkPolicy::new(vec![], false, false, vec![], origins(&["http://[::ffff:0:7f00:1]:80"]));
+        let err = siit.check_http_addr("http", "::ffff:0:7f00:1".parse().unwrap(), 80).unwrap_err();
+        assert!(err.contains("embeds 127.0.0.1"), "{err}");
+        let both = origins(&["http://[::ffff:0:7f00:1]:80", "http://127.0.0.1:80"]);
+        let both = NetworkPolicy::new(vec![], false, false, vec![], both);
+        assert!(both.check_http_addr("http", "::ffff:0:7f00:1".parse().unwrap(), 80).is_ok());
     }
 
     #[test]

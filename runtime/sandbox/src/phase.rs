@@ -127,7 +127,8 @@ impl Sandbox {
     /// provides; the phase sees only those its grant names. Events (output, logs, results,
     /// capability uses) go to `events` as they happen, so the receiver must be drained by
     /// another task while this runs. `cancel` ends the phase at once, even a guest blocked in a
-    /// host call.
+    /// host call. The phase waits for a free pool slot and for its handle limit from the
+    /// process's [handle budget](crate::EngineConfig::max_handles) before it starts.
     ///
     /// An `Err` means the phase never started (for example, the plugin imports an interface
     /// the grant does not include); anything that happens after it starts is a [`PhaseEnd`].
@@ -157,12 +158,25 @@ impl Sandbox {
             Some(slots) => Some(slots.clone().acquire_owned().await.expect("the pool semaphore is never closed")),
             None => None,
         };
+        // The phase's share of the process's handles, reserved for its whole run (after the
+        // pool slot, always in this order): what it holds can never be another phase's.
+        let reserved = (limits.handles + grant.mounts().len() as u64).min(self.handle_budget_size).min(u32::MAX.into());
+        let handles_reserved = self
+            .handle_budget
+            .clone()
+            .acquire_many_owned(reserved as u32)
+            .await
+            .expect("the handle budget is never closed");
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(limits.handles.min(u32::MAX as u64) as usize);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(crate::http::FIELD_SIZE_LIMIT);
         let state = PhaseState {
             wasi,
             preopens,
-            table: Default::default(),
-            http: WasiHttpCtx::new(),
-            hooks: HttpHooks { network: network.clone(), events: events.clone() },
+            table,
+            http,
+            hooks: HttpHooks { network: network.clone(), events: events.clone(), monitor: monitor.clone() },
             limiter: MemoryLimiter { monitor: monitor.clone() },
             monitor: monitor.clone(),
             events,
@@ -170,6 +184,7 @@ impl Sandbox {
             network,
             device: grant.device.clone().map(|d| d.0),
             _pool_slot: pool_slot,
+            _handles_reserved: handles_reserved,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -231,7 +246,7 @@ impl Sandbox {
                     reason: format!("{instantiate:#}"),
                 });
             }
-            (Some(Err(Ok(call))), None) => end_from_error(&call, &monitor),
+            (Some(Err(Ok(call))), None) => end_from_error(&call, &monitor, limits.handles),
             (None, None) => PhaseEnd::Stopped(Stop::Cancelled),
         };
         let memory_bytes = monitor.memory_in_use();
@@ -291,9 +306,17 @@ fn deadline_check(monitor: &Monitor, timeout: Duration, idle: Duration) -> Optio
     Some((timeout - elapsed).min(idle - quiet))
 }
 
-fn end_from_error(error: &wasmtime::Error, monitor: &Monitor) -> PhaseEnd {
+fn end_from_error(error: &wasmtime::Error, monitor: &Monitor, handles: u64) -> PhaseEnd {
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return PhaseEnd::Exited { code: exit.0 };
+    }
+    // The resource table is full: the guest held as many handles as its limit allows and asked
+    // for one more, and the host function that would have made it trapped.
+    let table_full = error.chain().any(|e| {
+        matches!(e.downcast_ref::<wasmtime_wasi::ResourceTableError>(), Some(wasmtime_wasi::ResourceTableError::Full))
+    });
+    if table_full {
+        return PhaseEnd::Stopped(Stop::HandleLimit(handles));
     }
     let trap = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
@@ -338,6 +361,7 @@ fn build_wasi(plugin: &Plugin, grant: &Grant, events: &EventSender, monitor: &Ar
     b.allow_udp(network.has_udp());
     b.allow_ip_name_lookup(network.has_dns());
     let events = events.clone();
+    let monitor = monitor.clone();
     b.socket_addr_check(move |addr, usage| {
         let usage = match usage {
             SocketAddrUse::TcpBind => NetUse::TcpBind,
@@ -360,9 +384,12 @@ fn build_wasi(plugin: &Plugin, grant: &Grant, events: &EventSender, monitor: &Ar
             duration_ms: None,
         });
         let events = events.clone();
+        let admitted = monitor.admit(&event);
         Box::pin(async move {
             let allowed = event_allowed(&event);
-            let _ = events.send(event).await;
+            if admitted {
+                let _ = events.send(event).await;
+            }
             allowed
         })
     });

@@ -161,7 +161,7 @@ pub fn runner_config(test_plugin: &str) -> RunnerConfig {
     runner.defaults.insert(Phase::Test, phasebox_jobspec::PluginRef::Name(test_plugin.into()));
     runner.engine.cache_dir = Some(phasebox_guests::out_dir().join("../phasebox-test-cache"));
     runner.engine.max_instances = 64;
-    runner.policy.allow = Capabilities::everything();
+    runner.policy.allow = Capabilities::everything_and_loopback();
     runner.cleanup_budget = Duration::from_secs(30);
     runner
 }

@@ -47,7 +47,7 @@ pub fn example_runner() -> RunnerConfig {
 pub fn probe_runner() -> RunnerConfig {
     let mut runner = example_runner();
     runner.plugins.push(phasebox_guests::path("probe"));
-    runner.policy.allow = Capabilities::everything();
+    runner.policy.allow = Capabilities::everything_and_loopback();
     runner
 }
 

@@ -694,3 +694,51 @@ async fn run_job_can_be_spawned() {
     assert!(outcome.passed());
     drop(dir);
 }
+
+/// A test phase whose `phasebox.secrets` names fewer secrets than `test_data.secrets` holds gets
+/// only those it names; `secrets: []` gets none; a plain Testflinger job (no list) gets them all.
+#[test]
+fn a_test_phase_gets_only_the_secrets_it_declares() {
+    let job = |declared: &str| {
+        format!(
+            "job_queue: q\ntest_data:\n  test_cmds: 'true'\n  secrets: {{TOKEN: lab/token, OTHER: lab/other}}\n\
+             {declared}"
+        )
+    };
+    for (declared, expected) in [
+        ("  phasebox: {plugin: probe, secrets: [TOKEN]}\n", &["TOKEN"][..]),
+        ("  phasebox: {plugin: probe, secrets: []}\n", &[]),
+        ("  phasebox: {plugin: probe}\n", &["OTHER", "TOKEN"]),
+    ] {
+        let (plan, _dir) = plan(&job(declared), &probe_runner()).unwrap();
+        let run = plan.phase(Phase::Test).run().expect("the test phase runs");
+        let mut declared_names = run.secrets().to_vec();
+        declared_names.sort();
+        assert_eq!(declared_names, expected, "{declared}");
+        assert_eq!(run.grant().secret_names().collect::<Vec<_>>(), expected, "{declared}");
+    }
+}
+
+/// A phase that reports results or makes denied calls without end is stopped at its output
+/// limit, and what the job writes (results.json, events.jsonl) stays near that limit.
+#[tokio::test]
+async fn results_and_denied_calls_stay_within_the_output_limit() {
+    const OUTPUT: u64 = 1 << 20;
+    let mut runner = probe_runner();
+    runner.plugins.push(phasebox_guests::path("hog"));
+    runner.policy.limits.output = OUTPUT;
+    for (hog, file) in [("cases", "results.json"), ("denied", "events.jsonl")] {
+        let job = format!(
+            "job_queue: q\nallocate_data:\n  hog: {hog}\n  phasebox: {{plugin: hog}}\nreserve_data: {{ssh_keys: ['lp:a']}}\n"
+        );
+        let ran = run(&job, &runner).await;
+        let allocate = ran.outcome.phase(Phase::Allocate);
+        assert_eq!(allocate.outcome, Some(PhaseOutcome::OutputLimit), "{hog}: {allocate:?}");
+        assert!(allocate.reason.contains("output limit of 1MiB"), "{hog}: {}", allocate.reason);
+        let written = write_outputs(&ran.outcome, &ran.dir.path().join("out")).unwrap();
+        let path = if file == "results.json" { &written.results } else { &written.events };
+        let size = std::fs::metadata(path).unwrap().len();
+        // The JSON around each record is larger than the host counts; the bound is the point.
+        assert!(size < 4 * OUTPUT, "{hog}: {file} is {size} bytes under a {OUTPUT}-byte output limit");
+    }
+}

@@ -33,7 +33,7 @@ impl Ran {
 }
 
 fn policy(limits: Limits) -> Policy {
-    Policy { allow: Capabilities::everything(), limits, ..Policy::default() }
+    Policy { allow: Capabilities::everything_and_loopback(), limits, ..Policy::default() }
 }
 
 fn quick_limits() -> Limits {

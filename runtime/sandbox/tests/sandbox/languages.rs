@@ -90,7 +90,7 @@ impl Ran {
 fn open_policy() -> Policy {
     let limits =
         Limits { timeout: Duration::from_secs(120), output_timeout: Duration::from_secs(120), ..Limits::default() };
-    Policy { allow: Capabilities::everything(), limits, ..Policy::default() }
+    Policy { allow: Capabilities::everything_and_loopback(), limits, ..Policy::default() }
 }
 
 async fn run(

@@ -6,6 +6,7 @@ mod common;
 mod devices;
 mod files;
 mod languages;
+mod limits;
 // The `probe` plugin's CPU workload, compiled natively from the plugin's own source.
 #[path = "../../../../plugins/probe/src/work.rs"]
 mod work;
