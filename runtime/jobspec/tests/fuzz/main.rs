@@ -186,3 +186,12 @@ fn long_field_paths_cost_work_linear_in_the_input() {
         check(&render_json(&doc), true).unwrap();
     }
 }
+
+/// A float in free-form phase data that `serde_json`'s default parser (fast, but not always
+/// correctly rounded) read back one unit in the last place off: the job the server stored was
+/// not the job it handed to the agent.
+#[test]
+fn floats_survive_the_round_trip_through_the_server() {
+    check("job_queue: q\nfirmware_update_data: {x: 1.1572727476073337e-303}\n", true).unwrap();
+    check(r#"{"job_queue": "q", "firmware_update_data": {"x": 1.1572727476073337e-303}}"#, true).unwrap();
+}
