@@ -92,7 +92,8 @@ impl Error {
     }
 
     /// The dotted field path, with `[i]` for list items (e.g. `test_data.attachments[1].agent`).
-    /// Empty for the document itself and for syntax errors.
+    /// Empty for the document itself and for syntax errors. A path longer than 512 bytes (only
+    /// a hostile document has one) is cut and ends in `…`; the location stays exact.
     pub fn path(&self) -> &str {
         &self.path
     }

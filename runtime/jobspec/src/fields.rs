@@ -48,13 +48,24 @@ pub(crate) fn missing_field(map: &Node, path: &str, key: &str) -> Error {
 }
 
 /// The closest known key, if it is close enough to be a plausible typo.
+///
+/// The edit distance is at least the difference in length, so a key whose length is far from
+/// a known key's is not compared with it: the work stays bounded by the known keys' lengths,
+/// however long the (untrusted) key is.
 fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let key_chars = key.chars().count();
     known
         .iter()
+        .filter(|k| key_chars.abs_diff(k.chars().count()) <= typo_allowance(k))
         .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .filter(|(d, k)| *d <= typo_allowance(k))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+/// How many edits still make a plausible typo of `known`.
+fn typo_allowance(known: &str) -> usize {
+    2.max(known.len() / 4)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

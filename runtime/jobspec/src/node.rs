@@ -82,14 +82,40 @@ impl Node {
     }
 }
 
+/// Longest field path kept whole, in bytes. A path is built for every node of a document as it
+/// is read, so the length of paths multiplies the work of reading one: uncut, a long key above
+/// a long list made reading quadratic in the size of the document. Only a hostile document
+/// has a longer path (no field name is that long or nested that deep); it is cut, ending in
+/// `…`, and deeper nodes share the cut path. Errors still carry the exact line and column.
+pub(crate) const MAX_PATH_BYTES: usize = 512;
+
 /// Joins a field path and a key.
 pub(crate) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    extend(path, if path.is_empty() { "" } else { "." }, key)
 }
 
 /// Joins a field path and a list index.
 pub(crate) fn index(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
+    extend(path, "", &format!("[{i}]"))
+}
+
+/// `path + separator + segment`, cut to [`MAX_PATH_BYTES`]; the work is bounded by that
+/// length, whatever the length of `segment`.
+fn extend(path: &str, separator: &str, segment: &str) -> String {
+    if path.len() >= MAX_PATH_BYTES {
+        return path.to_owned();
+    }
+    let mut out = String::with_capacity(MAX_PATH_BYTES + '…'.len_utf8());
+    out.push_str(path);
+    out.push_str(separator);
+    let room = MAX_PATH_BYTES - out.len().min(MAX_PATH_BYTES);
+    if segment.len() <= room {
+        out.push_str(segment);
+    } else {
+        out.push_str(&segment[..segment.floor_char_boundary(room)]);
+        out.push('…');
+    }
+    out
 }
 
 /// Python's `repr(float)`, approximately, for keys that are floats.
@@ -102,5 +128,23 @@ pub(crate) fn python_float_key(f: f64) -> String {
         format!("{f:.1}")
     } else {
         format!("{f}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_joined_and_cut_at_the_limit() {
+        assert_eq!(join("", "test_data"), "test_data");
+        assert_eq!(index(&join("test_data", "secrets"), 3), "test_data.secrets[3]");
+
+        let long = join("provision_data", &"é".repeat(MAX_PATH_BYTES));
+        assert!(long.starts_with("provision_data.éé"), "{long}");
+        assert!(long.ends_with('…'), "{long}");
+        assert!((MAX_PATH_BYTES..MAX_PATH_BYTES + 3).contains(&long.len()), "{}", long.len());
+        // Deeper nodes share the cut path.
+        assert_eq!(index(&join(&long, "url"), 7), long);
     }
 }
