@@ -4,5 +4,6 @@
 mod common;
 mod device;
 mod job;
+mod leaks;
 mod openssh;
 mod standard;
