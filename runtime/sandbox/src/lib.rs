@@ -28,6 +28,7 @@ pub mod device;
 mod engine;
 pub mod error;
 pub mod events;
+mod exec_output;
 pub mod grant;
 mod host;
 mod http;
