@@ -8,6 +8,7 @@
 //! | `power:on` / `power:off` / `power:cycle` / `power:status` | the power call | the state after it |
 //! | `console:<text>` | opens the console, writes `<text>` and a newline, expects `<text>` back | the bytes matched |
 //! | `exec:<command>` | runs the command | its exit status and stdout |
+//! | `exec-secret:<NAME>:<command>` | runs the command with the declared secret `NAME` in its environment (`secret-env`) | its exit status, stdout and stderr, as the plugin read them |
 //! | `flash:<n>` | writes `n` bytes of a recognisable image | the host's report (bytes, sha256) |
 //! | `scan:<reversed text>` | searches the plugin's whole linear memory for the text (given reversed, so the forward text is never in memory unless something else put it there) | `found` or `absent` |
 //!
@@ -38,6 +39,7 @@ impl Guest for DeviceProbe {
                 "console" => console(arg),
                 "exec" => sdk::exec::run_captured(arg, &[], Duration::from_secs(60))
                     .map(|c| format!("status {} stdout {:?}", c.status, c.stdout_text().trim())),
+                "exec-secret" => exec_secret(arg),
                 "scan" => Ok(scan(arg)),
                 "flash" => flash(arg.parse().map_err(|_| Failure::JobError(format!("{step}: not a size")))?),
                 _ => return Err(Failure::JobError(format!("unknown step {step:?}"))),
@@ -62,6 +64,20 @@ fn power(action: &str) -> Result<Result<String, sdk::DeviceError>, Failure> {
         other => return Err(Failure::JobError(format!("unknown power action {other:?}"))),
     };
     Ok(done.and_then(|()| sdk::power::status()).map(|s| format!("{s:?}")))
+}
+
+fn exec_secret(arg: &str) -> Result<String, sdk::DeviceError> {
+    let (name, command) = arg.split_once(':').unwrap_or((arg, ""));
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let status =
+        sdk::exec::run_streaming(command, &[], &[name.to_owned()], Duration::from_secs(60), |channel, data| {
+            match channel {
+                sdk::exec::Channel::Stdout => stdout.extend_from_slice(data),
+                sdk::exec::Channel::Stderr => stderr.extend_from_slice(data),
+            }
+        })?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(format!("status {status} stdout {:?} stderr {:?}", text(&stdout), text(&stderr)))
 }
 
 fn console(text: &str) -> Result<String, sdk::DeviceError> {

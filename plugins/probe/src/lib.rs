@@ -36,6 +36,7 @@
 //! | `panic` | `message` | never: panics with `message` |
 //! | `exit` | `code` (default 0) | never: exits the process with `code` (WASI 0.2's exit carries only success or failure, so the host sees status 0 for 0 and 1 for anything else) |
 //! | `work` | `n` | a checksum of `n` rounds of [`work::work`], in hex |
+//! | `leak-secret` | `name`, `artifacts` (a RW directory) | writes the secret split across stdout, stderr and log lines, with escapes inside it, into an artifact's name, content and a symlink target ([`leak::leak_secret`]): `wrote a <n>-character secret in 7 ways` |
 
 use std::ffi::CString;
 use std::fmt::Display;
@@ -48,6 +49,7 @@ use std::{env, fs, process, thread};
 use phasebox_plugin_sdk::{self as sdk, Failure, Guest, Outcome, PhaseContext};
 use serde_json::{Map, Value};
 
+pub mod leak;
 pub mod work;
 
 /// Every attack `probe` knows, in the order of the table above (for the unknown-attack error).
@@ -73,6 +75,7 @@ const ATTACKS: &[&str] = &[
     "panic",
     "exit",
     "work",
+    "leak-secret",
 ];
 
 /// How many characters of a file's content a summary shows.
@@ -124,6 +127,7 @@ fn perform(name: &str, params: &Params) -> Result<Attempt, Failure> {
         "panic" => panic!("{}", params.str_or("message", "probe panicked on purpose")?),
         "exit" => process::exit(params.i32_or("code", 0)?),
         "work" => Ok(format!("{:016x}", work::work(params.u64("n")?))),
+        "leak-secret" => leak::leak_secret(params.str("name")?, params.str("artifacts")?),
         unknown => {
             return Err(Failure::JobError(format!("unknown attack {unknown:?}; probe knows {}", ATTACKS.join(", "))));
         }
@@ -176,7 +180,7 @@ fn plant_symlink(target: &str, link: &str) -> Attempt {
 /// Creates the symbolic link `link` pointing at `target` through wasi-libc's `symlink`, which
 /// resolves `link` against the preopened directories the same way `std::fs` does. (std's own
 /// `std::os::wasi::fs::symlink_path` does the same but is not stable yet.)
-fn make_symlink(target: &str, link: &str) -> io::Result<()> {
+pub(crate) fn make_symlink(target: &str, link: &str) -> io::Result<()> {
     let target = CString::new(target)?;
     let link = CString::new(link)?;
     // SAFETY: both arguments are NUL-terminated strings that live until the call returns, and

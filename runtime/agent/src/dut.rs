@@ -37,6 +37,7 @@ use crate::Observer;
 use crate::config::{AgentConfig, DutEntry, Protocol};
 use crate::error::AgentError;
 use crate::job::{self, remove_job_dir};
+use crate::job_id::JobId;
 use crate::outbox::{Delivery, Outbox};
 use crate::spool::{JobRecord, RecordFile, Spool};
 
@@ -316,8 +317,22 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         };
         match claimed {
             Ok(Some(job)) => {
+                // The job id names a directory and URLs: it is checked before any use.
+                let job_id = match JobId::parse(job.get("job_id").and_then(Value::as_str).unwrap_or_default()) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::error!(dut = %name, error = %e, "refusing a job from the server");
+                        if !pause(&shared.stop, backoff(failures, Duration::from_secs(1), Duration::from_secs(30)))
+                            .await
+                        {
+                            return Exit::Stopped;
+                        }
+                        continue;
+                    }
+                };
                 failures = 0;
-                let end = job::run_claimed(&shared, &ctx, &outbox, &records, job).await;
+                let end = job::run_claimed(&shared, &ctx, &outbox, &records, job_id, job).await;
                 if end.abandoned {
                     return Exit::Stopped;
                 }
@@ -405,7 +420,7 @@ fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -
          when it started again; the device is cleaned up before its next job.\n"
     );
     outbox.push(Delivery::Log {
-        job_id: record.job_id.clone(),
+        job_id: record.job_id.to_string(),
         log_type: phasebox_client::LogType::Output,
         fragment: phasebox_client::LogFragment {
             fragment_number: record.next_output,
@@ -417,7 +432,7 @@ fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -
     record.next_output += 1;
     record.status.entry(phase).or_insert(phasebox_job::status::ENGINE_ERROR);
     outbox.push(Delivery::Result {
-        job_id: record.job_id.clone(),
+        job_id: record.job_id.to_string(),
         body: json!({ "status": crate::shipper::status_json(&record.status), "job_state": "complete" }),
     });
     outbox.push(Delivery::AgentData { agent: entry.name.clone(), body: json!({ "job_id": "" }) });
@@ -431,9 +446,7 @@ fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -
 /// After an interrupted job: the job directory, and the device's cleanup action. Returns the
 /// offline comment when the cleanup failed.
 async fn clean_up_after(ctx: &DutCtx, record: &JobRecord) -> Option<String> {
-    if !record.job_dir.as_os_str().is_empty() {
-        remove_job_dir(&record.job_dir);
-    }
+    remove_job_dir(&ctx.work_dir, &record.job_id);
     match clean_device(ctx, ctx.runner.cleanup_budget).await {
         Ok(Some(action)) => {
             tracing::info!(dut = %ctx.name, %action, job_id = %record.job_id, "device cleaned up after the interrupted job");

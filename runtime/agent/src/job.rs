@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Protocol;
 use crate::dut::{DutCtx, Shared};
+use crate::job_id::JobId;
 use crate::outbox::{Delivery, Outbox, worth_retrying};
 use crate::shipper::{self, Finish, ShipMsg, ShipperSetup};
 use crate::spool::{JobRecord, RecordFile};
@@ -50,30 +51,23 @@ pub(crate) async fn run_claimed(
     ctx: &DutCtx,
     outbox: &Outbox,
     records: &RecordFile,
+    job_id: JobId,
     mut job: Value,
 ) -> JobEnd {
-    let job_id = job.get("job_id").and_then(Value::as_str).unwrap_or_default().to_owned();
     let queue = job.get("job_queue").and_then(Value::as_str).unwrap_or_default().to_owned();
     let dut = ctx.name.clone();
-    let job_dir = ctx.work_dir.join(&job_id);
-    tracing::info!(dut = %dut, job_id = %job_id, queue = %queue, "job claimed");
+    tracing::info!(dut = %dut, job_id = %job_id, queue = ?queue, "job claimed");
 
-    let record = JobRecord {
-        job_id: job_id.clone(),
-        queue,
-        claimed_at: phasebox_job::events::rfc3339(std::time::SystemTime::now()),
-        job_dir: job_dir.clone(),
-        ..JobRecord::default()
-    };
+    let record = JobRecord::new(job_id.clone(), queue, phasebox_job::events::rfc3339(std::time::SystemTime::now()));
     if let Err(e) = records.write(&record) {
         tracing::error!(dut = %dut, job_id = %job_id, error = %e, "cannot write the job record");
     }
-    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": job_id }) });
+    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": job_id.as_str() }) });
 
     let cancel = CancellationToken::new();
     let check_before_phase = (shared.config.protocol == Protocol::Testflinger).then(|| shared.client.clone());
     let (mut sink, notes, shipper) = shipper::start(ShipperSetup {
-        job_id: job_id.clone(),
+        job_id: job_id.to_string(),
         dut: dut.clone(),
         outbox: outbox.clone(),
         record_file: records.clone(),
@@ -97,7 +91,7 @@ pub(crate) async fn run_claimed(
 
     // Secret values leave the job here; what remains names the variables only.
     let secrets = take_secrets(&mut job);
-    let prepared = prepare(shared, ctx, &job_id, &job, &job_dir).await;
+    let prepared = prepare(shared, ctx, &job_id, &job).await;
     let mut end = JobEnd::default();
     let mut extra_status = None;
     let mut artifacts = None;
@@ -115,7 +109,7 @@ pub(crate) async fn run_claimed(
         }
         Ok((plan, attachments)) => {
             // Aborted when this function returns or unwinds.
-            let watcher = AbortOnDrop(tokio::spawn(watch_cancel(shared.clone(), job_id.clone(), cancel.clone())));
+            let watcher = AbortOnDrop(tokio::spawn(watch_cancel(shared.clone(), job_id.to_string(), cancel.clone())));
             let inputs = JobInputs { secrets, attachments };
             // Boxed so that dropping it (abandoning the job at shutdown) drops the run.
             let mut running = Box::pin(run_job(&plan, inputs, &mut sink, cancel.clone()));
@@ -218,10 +212,10 @@ pub(crate) async fn run_claimed(
     if !keep_record {
         records.remove();
     }
-    remove_job_dir(&job_dir);
+    remove_job_dir(&ctx.work_dir, &job_id);
     outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": "" }) });
     if let Some(o) = &shared.observer {
-        o.job_finished(&dut, &job_id);
+        o.job_finished(&dut, job_id.as_str());
     }
     end
 }
@@ -248,20 +242,20 @@ fn take_secrets(job: &mut Value) -> BTreeMap<String, Secret> {
 async fn prepare(
     shared: &Arc<Shared>,
     ctx: &DutCtx,
-    job_id: &str,
+    job_id: &JobId,
     job: &Value,
-    job_dir: &std::path::Path,
 ) -> Result<(JobPlan, Option<AttachmentsArchive>), String> {
     let spec = JobSpec::from_server_json(&job.to_string()).map_err(|e| format!("the job is not valid: {e}"))?;
-    remove_job_dir(job_dir);
-    let mut plan = JobPlan::new(&spec, &ctx.runner, &ctx.plugins, job_dir).map_err(|e| e.to_string())?;
+    remove_job_dir(&ctx.work_dir, job_id);
+    let job_dir = job_id.dir_in(&ctx.work_dir);
+    let mut plan = JobPlan::new(&spec, &ctx.runner, &ctx.plugins, &job_dir).map_err(|e| e.to_string())?;
     if let Some(device) = &ctx.device {
         // Also shows plugins the device's `cleanup_action`, which the standard cleanup plugin
         // carries out.
         plan.use_device(device.clone());
     }
     let complete = job.get("attachments_status").and_then(Value::as_str) == Some("complete");
-    let attachments = if complete { Some(download_attachments(shared, job_id).await?) } else { None };
+    let attachments = if complete { Some(download_attachments(shared, job_id.as_str()).await?) } else { None };
     Ok((plan, attachments))
 }
 
@@ -320,11 +314,14 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Deletes a job directory, attachments included (which a job interrupted by a crash left
-/// read-only). Phases wrote into it, so nothing here follows a link: `make_writable` refuses a
-/// linked `attachments` and never follows one inside, and `remove_dir_all` removes links, not
-/// what they point at.
-pub(crate) fn remove_job_dir(dir: &std::path::Path) {
+/// Deletes the directory of job `job_id` under `work_dir`, attachments included (which a job
+/// interrupted by a crash left read-only). Only ever a direct child of `work_dir`: a [`JobId`]
+/// is one plain path segment. Phases wrote into it, so nothing here follows a link:
+/// `make_writable` refuses a linked `attachments` and never follows one inside, and
+/// `remove_dir_all` removes links, not what they point at.
+pub(crate) fn remove_job_dir(work_dir: &std::path::Path, job_id: &JobId) {
+    let dir = job_id.dir_in(work_dir);
+    let dir = dir.as_path();
     let attachments = dir.join("attachments");
     if attachments.is_dir()
         && let Err(e) = phasebox_archive::make_writable(&attachments)
@@ -343,6 +340,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::remove_job_dir;
+    use crate::job_id::JobId;
 
     #[test]
     fn removing_a_job_directory_follows_no_planted_link() {
@@ -351,13 +349,15 @@ mod tests {
         std::fs::create_dir(&canary).unwrap();
         std::fs::write(canary.join("host-secret.txt"), "canary").unwrap();
         std::fs::set_permissions(canary.join("host-secret.txt"), std::fs::Permissions::from_mode(0o400)).unwrap();
-        let job = tmp.path().join("job");
+        let work = tmp.path().join("work");
+        let id = JobId::parse("5b1e7c3a-1f2d-4e5a-9b8c-0d1e2f3a4b5c").unwrap();
+        let job = id.dir_in(&work);
         std::fs::create_dir_all(job.join("artifacts/sub")).unwrap();
         std::os::unix::fs::symlink(&canary, job.join("artifacts/dir-link")).unwrap();
         std::os::unix::fs::symlink(canary.join("host-secret.txt"), job.join("artifacts/sub/file-link")).unwrap();
-        std::os::unix::fs::symlink("../canary", job.join("attachments")).unwrap();
+        std::os::unix::fs::symlink("../../canary", job.join("attachments")).unwrap();
 
-        remove_job_dir(&job);
+        remove_job_dir(&work, &id);
         assert!(job.symlink_metadata().is_err(), "the job directory is gone");
         assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
         let mode = std::fs::metadata(canary.join("host-secret.txt")).unwrap().permissions().mode();
@@ -365,9 +365,11 @@ mod tests {
         assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 1);
 
         // A job directory that is itself a link: the link goes, the directory stays.
-        let linked = tmp.path().join("linked-job");
-        std::os::unix::fs::symlink(&canary, &linked).unwrap();
-        remove_job_dir(&linked);
+        let linked = JobId::parse("6c2f8d4b-2a3e-4f6b-8c9d-1e2f3a4b5c6d").unwrap();
+        let linked_dir = linked.dir_in(&work);
+        std::os::unix::fs::symlink(&canary, &linked_dir).unwrap();
+        remove_job_dir(&work, &linked);
+        let linked = linked_dir;
         assert!(linked.symlink_metadata().is_err());
         assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
     }

@@ -37,6 +37,11 @@
 //!   ended (with why), delivers what was spooled and cleans the device up before new work; on
 //!   shutdown, running jobs get a grace period (see [`AgentConfig::grace_period`]).
 //!
+//! The server is not trusted with the agent's files: a job id it hands out is used (as the job
+//! directory's name, in URLs, in the job record) only once it has been checked to be a UUID; a
+//! job with any other id is refused with an error in the agent's log, and nothing outside a
+//! DUT's work directory is ever removed.
+//!
 //! Secrets: the values a claimed job carries are held in memory for the job and never written
 //! to disk or logs; everything the agent writes to its spool or sends comes from the job's
 //! event stream, which the job engine redacts before the agent sees it.
@@ -47,6 +52,7 @@ pub mod config;
 mod dut;
 pub mod error;
 mod job;
+mod job_id;
 mod outbox;
 mod shipper;
 mod spool;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
+use crate::job_id::JobId;
 use crate::outbox::Delivery;
 
 /// The outbox part of a DUT's spool: deliveries in order.
@@ -127,10 +128,14 @@ impl Spool {
 /// is claimed until its final result is delivered or spooled. An agent that finds one on start
 /// was stopped in the middle of that job: it reports the job ended, with this record's phase,
 /// statuses and next fragment numbers, and cleans the device up before taking new work.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The job directory is not recorded: it is always `<work_dir>/<dut>/<job_id>`, and a record
+/// whose job id is not a UUID does not load (so a record from before this rule, or one edited
+/// by hand, cannot make recovery delete another directory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct JobRecord {
     /// The job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Its queue.
     pub queue: String,
     /// When it was claimed (RFC 3339).
@@ -147,13 +152,26 @@ pub(crate) struct JobRecord {
     /// The status of every phase that ended.
     #[serde(default)]
     pub status: BTreeMap<String, i32>,
-    /// The job directory.
-    #[serde(default)]
-    pub job_dir: PathBuf,
     /// Whether the end of the job has been reported (recovery: only the device cleanup is
     /// left to do).
     #[serde(default)]
     pub reported: bool,
+}
+
+impl JobRecord {
+    /// The record of a job just claimed.
+    pub(crate) fn new(job_id: JobId, queue: String, claimed_at: String) -> Self {
+        JobRecord {
+            job_id,
+            queue,
+            claimed_at,
+            phase: None,
+            next_output: 0,
+            next_serial: 0,
+            status: BTreeMap::new(),
+            reported: false,
+        }
+    }
 }
 
 /// Where a DUT's [`JobRecord`] lives.
@@ -317,12 +335,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = RecordFile::new(dir.path());
         assert!(file.read().is_none());
-        let record = JobRecord { job_id: "j".into(), phase: Some("test".into()), next_output: 4, ..Default::default() };
+        let id = JobId::parse("1c3e5a4f-9b2d-4e8a-8f00-0123456789ab").unwrap();
+        let mut record = JobRecord::new(id, "q".into(), "t".into());
+        record.phase = Some("test".into());
+        record.next_output = 4;
         file.write(&record).unwrap();
         assert_eq!(file.read().unwrap(), record);
         file.remove();
         assert!(file.read().is_none());
         std::fs::write(dir.path().join("current-job.json"), "{not json").unwrap();
+        assert!(file.read().is_none());
+        // A record naming a job id that is not a UUID is not trusted with a path.
+        let hostile = serde_json::to_string(&record).unwrap().replace("1c3e5a4f-9b2d-4e8a-8f00-0123456789ab", "../x");
+        std::fs::write(dir.path().join("current-job.json"), hostile).unwrap();
         assert!(file.read().is_none());
     }
 }

@@ -75,7 +75,9 @@
 //! planted symlinks to host files, FIFOs, or swapped files while the agent packs them.
 //! [`pack_artifacts`] never follows a symlink, stores only links that stay inside, opens files
 //! with `O_NOFOLLOW | O_NONBLOCK` relative to a directory handle, and records what it left out
-//! in [`PackStats::skipped`].
+//! in [`PackStats::skipped`]. The artifacts may also hold the job's secrets (a log a test
+//! wrote, a file named after a token): [`pack_artifacts_redacted`] masks every secret form in
+//! file contents, entry names and symlink targets, and in what it reports and logs.
 #![deny(missing_docs)]
 
 mod error;
@@ -85,6 +87,6 @@ mod perms;
 mod unpack;
 
 pub use error::ArchiveError;
-pub use pack::{ARTIFACTS_DIR, PackStats, Skipped, pack_artifacts};
+pub use pack::{ARTIFACTS_DIR, PackStats, Skipped, pack_artifacts, pack_artifacts_redacted};
 pub use perms::{make_read_only, make_writable};
 pub use unpack::{Limits, PhaseDir, TESTFLINGER_PHASES, Unpacked, unpack_attachments};

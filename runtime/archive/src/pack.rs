@@ -11,6 +11,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use phasebox_redact::Redactor;
 use tar::{EntryType, Header};
 use tracing::{debug, info, warn};
 
@@ -67,7 +68,28 @@ pub struct PackStats {
 ///   the gzip header carries no timestamp or file name.
 ///
 /// `out` receives the complete `.tar.gz`; it is not flushed beyond what the encoder writes.
+/// Nothing is redacted: see [`pack_artifacts_redacted`] for a job with secrets.
 pub fn pack_artifacts(src_dir: &Path, out: impl Write) -> Result<PackStats, ArchiveError> {
+    pack_artifacts_redacted(src_dir, out, None)
+}
+
+/// [`pack_artifacts`], with every secret form `redactor` knows masked in what the archive
+/// holds and what the packer logs or reports:
+///
+/// * file **contents** are redacted as a stream (a secret split across read boundaries is
+///   caught); a file's redacted copy is staged in an anonymous temporary file (unlinked at
+///   once, holding no secret) so its size is known for the tar header;
+/// * entry **names** (the whole path below `artifacts/`, so a secret spanning directories is
+///   caught too) and **symlink targets** are redacted as text;
+/// * paths and reasons in [`PackStats::skipped`] and in log lines are redacted likewise.
+///
+/// A file that contained a secret is therefore stored with the same token in its place that
+/// the job's output shows, not refused: the rest of a log stays useful.
+pub fn pack_artifacts_redacted(
+    src_dir: &Path,
+    out: impl Write,
+    redactor: Option<&Redactor>,
+) -> Result<PackStats, ArchiveError> {
     let root = open_source_dir(src_dir)?;
     let root_meta = root.dir_metadata().map_err(ArchiveError::io(src_dir))?;
 
@@ -76,6 +98,7 @@ pub fn pack_artifacts(src_dir: &Path, out: impl Write) -> Result<PackStats, Arch
         builder: tar::Builder::new(GzEncoder::new(out, Compression::default())),
         stats: PackStats::default(),
         read_failed: Cell::new(false),
+        redactor,
     };
     packer.append_dir(Path::new(ARTIFACTS_DIR), root_meta.mtime())?;
     packer.walk(&root, Path::new(""), 0)?;
@@ -85,7 +108,7 @@ pub fn pack_artifacts(src_dir: &Path, out: impl Write) -> Result<PackStats, Arch
 
     let stats = packer.stats;
     info!(
-        src = %src_dir.display(),
+        src = ?src_dir,
         files = stats.files,
         bytes = stats.bytes,
         skipped = stats.skipped.len(),
@@ -111,13 +134,35 @@ struct Packer<'a, W: Write> {
     stats: PackStats,
     /// Set by [`ExactReader`] when the error in flight came from the source file.
     read_failed: Cell<bool>,
+    redactor: Option<&'a Redactor>,
 }
 
 impl<W: Write> Packer<'_, W> {
     fn skip(&mut self, rel: &Path, reason: impl Into<String>) {
-        let reason = reason.into();
-        warn!(path = %rel.display(), %reason, "not packing artifact entry");
-        self.stats.skipped.push(Skipped { path: rel.to_path_buf(), reason });
+        let reason = self.redacted(&reason.into());
+        let path = self.redacted_path(rel);
+        warn!(path = ?path, reason = ?reason, "not packing artifact entry");
+        self.stats.skipped.push(Skipped { path, reason });
+    }
+
+    /// `text` with every secret form masked.
+    fn redacted(&self, text: &str) -> String {
+        match self.redactor {
+            Some(r) => r.redact_str(text),
+            None => text.to_owned(),
+        }
+    }
+
+    /// `path` with every secret form masked (as it is, when it holds none).
+    fn redacted_path(&self, path: &Path) -> PathBuf {
+        match self.redactor {
+            Some(r) => {
+                let shown = path.to_string_lossy();
+                let redacted = r.redact_str(&shown);
+                if redacted == shown { path.to_path_buf() } else { PathBuf::from(redacted) }
+            }
+            None => path.to_path_buf(),
+        }
     }
 
     fn walk(&mut self, dir: &Dir, rel: &Path, depth: usize) -> Result<(), ArchiveError> {
@@ -133,7 +178,7 @@ impl<W: Write> Packer<'_, W> {
         for (name, file_type) in children {
             let child_rel = rel.join(&name);
             let child_abs = self.src_dir.join(&child_rel);
-            let arc_path = Path::new(ARTIFACTS_DIR).join(&child_rel);
+            let arc_path = Path::new(ARTIFACTS_DIR).join(self.redacted_path(&child_rel));
             if file_type.is_dir() {
                 if depth + 1 > MAX_PACK_DEPTH {
                     self.skip(&child_rel, format!("nested deeper than {MAX_PACK_DEPTH} levels"));
@@ -157,6 +202,7 @@ impl<W: Write> Packer<'_, W> {
                 let target = dir.read_link_contents(&name).map_err(ArchiveError::io(&child_abs))?;
                 match paths::check_symlink_target(depth, target.as_os_str().as_bytes()) {
                     Ok(()) => {
+                        let target = self.redacted_path(&target);
                         let mut header = base_header(EntryType::Symlink, 0o777, symlink_mtime(dir, &name));
                         self.builder
                             .append_link(&mut header, &arc_path, &target)
@@ -204,13 +250,16 @@ impl<W: Write> Packer<'_, W> {
             self.skip(rel, "no longer a regular file when opened");
             return Ok(());
         }
-        let size = meta.len();
         let mode = if meta.mode() & 0o100 != 0 { 0o755 } else { 0o644 };
+        let (source, size) = match self.redactor {
+            Some(r) => redacted_copy(file.into_std(), r).map_err(ArchiveError::io(&abs))?,
+            None => (file.into_std(), meta.len()),
+        };
         let mut header = base_header(EntryType::Regular, mode, meta.mtime());
         header.set_size(size);
 
         self.read_failed.set(false);
-        let reader = ExactReader { inner: file.into_std(), remaining: size, failed: &self.read_failed };
+        let reader = ExactReader { inner: source, remaining: size, failed: &self.read_failed };
         if let Err(source) = self.builder.append_data(&mut header, arc_path, reader) {
             return Err(if self.read_failed.get() {
                 ArchiveError::Io { path: abs, source }
@@ -218,11 +267,37 @@ impl<W: Write> Packer<'_, W> {
                 ArchiveError::Output { source }
             });
         }
-        debug!(path = %rel.display(), size, "packed artifact file");
+        debug!(path = ?self.redacted_path(rel), size, "packed artifact file");
         self.stats.files += 1;
         self.stats.bytes += size;
         Ok(())
     }
+}
+
+/// The contents of `file` with every secret form masked, in an anonymous temporary file
+/// rewound to its start, and its length.
+fn redacted_copy(mut file: std::fs::File, redactor: &Redactor) -> io::Result<(std::fs::File, u64)> {
+    let mut copy = tempfile::tempfile()?;
+    let mut stream = redactor.stream();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(buf.len() * 2);
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.clear();
+        stream.push_into(&buf[..n], &mut out);
+        copy.write_all(&out)?;
+    }
+    out.clear();
+    stream.finish_into(&mut out);
+    copy.write_all(&out)?;
+    let len = io::Seek::seek(&mut copy, io::SeekFrom::End(0))?;
+    io::Seek::seek(&mut copy, io::SeekFrom::Start(0))?;
+    Ok((copy, len))
 }
 
 /// A header with everything but type, mode and mtime zeroed: uid/gid 0, no names.

@@ -263,3 +263,56 @@ fn a_source_directory_replaced_by_a_link_is_not_followed() {
     assert!(out.is_empty(), "nothing is written for a refused source");
     assert_eq!(fs::read(canary.join("host-secret.txt")).unwrap(), b"canary");
 }
+
+#[test]
+fn secrets_are_masked_in_contents_names_link_targets_and_reasons() {
+    use phasebox_redact::{Redactor, Secret, mask_token};
+    const SECRET: &str = "artifact-secret-7c1e";
+    let redactor = Redactor::new([("S", Secret::new(SECRET))]).unwrap();
+    let token = mask_token(&Secret::new(SECRET));
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("artifacts");
+    fs::create_dir_all(src.join("logs")).unwrap();
+    fs::write(src.join(format!("{SECRET}.txt")), format!("token={SECRET}\n")).unwrap();
+    // Split across the packer's 64 KiB reads.
+    let mut big = vec![b'.'; 64 * 1024 - 7];
+    big.extend_from_slice(SECRET.as_bytes());
+    fs::write(src.join("logs/big.log"), &big).unwrap();
+    symlink(format!("../{SECRET}.txt"), src.join("logs/link")).unwrap();
+    symlink(format!("/etc/{SECRET}"), src.join("outside")).unwrap();
+
+    let mut out = Vec::new();
+    let stats = phasebox_archive::pack_artifacts_redacted(&src, &mut out, Some(&redactor)).unwrap();
+    let mut seen = String::new();
+    let mut archive = tar::Archive::new(GzDecoder::new(out.as_slice()));
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        seen.push_str(&format!("{}\n", String::from_utf8_lossy(&entry.path_bytes())));
+        if let Some(target) = entry.link_name_bytes() {
+            seen.push_str(&format!("-> {}\n", String::from_utf8_lossy(&target)));
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        assert_eq!(entry.header().size().unwrap(), data.len() as u64, "the header has the redacted size");
+        seen.push_str(&String::from_utf8_lossy(&data));
+        seen.push('\n');
+    }
+    let skipped = format!("{:?}", stats.skipped);
+    for text in [&seen, &skipped] {
+        assert!(!text.contains(SECRET) && !text.contains("artifact-secret"), "{text}");
+    }
+    assert!(seen.contains(&format!("artifacts/{token}.txt\n")), "{seen}");
+    assert!(seen.contains(&format!("token={token}\n")), "{seen}");
+    assert!(seen.contains(&format!("-> ../{token}.txt\n")), "{seen}");
+    assert!(seen.contains(&format!(".{token}\n")), "{seen}");
+    assert!(skipped.contains(&format!("/etc/{token}")), "{skipped}");
+
+    // Without a redactor, nothing changes.
+    let mut plain = Vec::new();
+    phasebox_archive::pack_artifacts(&src, &mut plain).unwrap();
+    let mut names = Vec::new();
+    for entry in tar::Archive::new(GzDecoder::new(plain.as_slice())).entries().unwrap() {
+        names.push(String::from_utf8_lossy(&entry.unwrap().path_bytes()).into_owned());
+    }
+    assert!(names.contains(&format!("artifacts/{SECRET}.txt")), "{names:?}");
+}

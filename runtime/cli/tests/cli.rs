@@ -47,6 +47,42 @@ fn run_writes_results_and_exits_by_verdict() {
 }
 
 #[test]
+fn run_shows_a_plugins_terminal_controls_instead_of_obeying_them() {
+    phasebox_guests::build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The example runner, with `probe` beside `hello` and a policy that lets it load.
+    let mut runner = phasebox_job::RunnerConfig::from_file(Path::new(&config("runner.toml"))).unwrap();
+    runner.plugins = vec![phasebox_guests::path("hello"), phasebox_guests::path("probe")];
+    runner.policy.allow = phasebox_sandbox::Capabilities::everything();
+    let runner_path = dir.path().join("runner.toml");
+    std::fs::write(&runner_path, runner.to_toml()).unwrap();
+    // The plugin panics with an OSC 52 clipboard write and a cursor movement over the line
+    // above in its message: it reaches stderr, the phase's end reason and the engine's line.
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        "job_queue: q\nallocate_data:\n  attack: panic\n  \
+         message: \"clip\\x1b]52;c;cHduZWQ=\\x07 up\\x1b[1A\\x1b[2Kallowed \\u202e\"\n  phasebox: {plugin: probe}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let ran = phasebox(&[
+        "run",
+        &job.display().to_string(),
+        "--agent-config",
+        &runner_path.display().to_string(),
+        "--out",
+        &out,
+    ]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(ran.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("clip") && stderr.contains("allowed"), "the message is shown: {stderr}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(['\x1b', '\x07', '\u{202e}']), "a control reached the terminal: {text:?}");
+    }
+}
+
+#[test]
 fn a_malformed_job_is_an_error_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("bad.yaml");

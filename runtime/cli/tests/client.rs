@@ -237,6 +237,34 @@ async fn poll_prints_every_fragment_once() {
     assert!(r.stderr.contains("Job completed"), "{}", r.stderr);
 }
 
+/// Output a hostile plugin or agent could post: an OSC 52 clipboard write, cursor movement
+/// that rewrites the line above, a bell, a lone carriage return, a bidirectional override.
+const HOSTILE_OUTPUT: &str = "ok\x1b]52;c;cHduZWQ=\x07\n\x1b[1A\x1b[2Kallowed\rx\u{202e}y\n\ttabbed\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_shows_terminal_controls_instead_of_obeying_them() {
+    let lab = Lab::start().await;
+    let agent = lab.agent("dut-c", &["cq"]).await;
+    let user = Client::new(ClientConfig::new(&lab.url)).unwrap();
+    let id = user.submit_job(&json!({"job_queue": "cq", "test_data": {"test_cmds": "x"}})).await.unwrap();
+    agent.claim_job(&["cq".into()], None).await.unwrap().unwrap();
+    agent.post_log_fragment(&id, LogType::Output, &LogFragment::now(0, "test", HOSTILE_OUTPUT)).await.unwrap();
+    agent.post_result(&id, &json!({"status": {"test": 0}, "job_state": "complete"})).await.unwrap();
+
+    let expected = "ok^[]52;c;cHduZWQ=^G\n^[[1A^[[2Kallowed^Mx\\u{202e}y\n\ttabbed\r\n";
+    for args in [&["poll", "-o", &id][..], &["poll", "--interval", "0.05", &id][..]] {
+        let r = lab.run(args, &[]).await;
+        r.ok();
+        assert!(r.stdout.starts_with(expected), "{args:?}: {:?}", r.stdout);
+        for text in [&r.stdout, &r.stderr] {
+            assert!(
+                !text.contains(['\x1b', '\x07', '\u{202e}']) && !text.replace("\r\n", "").contains('\r'),
+                "{args:?}: a control reached the terminal: {text:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_poll_shows_the_queue_position_and_follows_to_the_end() {
     let lab = Lab::start().await;

@@ -6,21 +6,33 @@
 //! # Environment variables
 //!
 //! SSH has an `env` channel request, but OpenSSH's sshd refuses every variable that its
-//! `AcceptEnv` does not list, and the default lists only `LANG` and `LC_*`. So variables are
-//! passed in the command itself: the command sent to the DUT is
+//! `AcceptEnv` does not list, and the default lists only `LANG` and `LC_*`. The command line is
+//! no place for a value either: it becomes the argument list of the DUT's shell process, which
+//! every user of the DUT can read (`ps`, `/proc/<pid>/cmdline`) and an execve audit log records.
+//! So the command line only *names* the variables, and their values travel on the SSH channel's
+//! standard input, ahead of the command's own input. The command sent to the DUT is
 //!
 //! ```text
 //! printf '\036phasebox-pid %s\n' "$$"
-//! export NAME1='value1' NAME2='value2'
+//! __pb_read() { IFS= read -r __pb_n || exit 125; ... }      # reads one value (see below)
+//! __pb_read; NAME1=$__pb_v; export NAME1
+//! __pb_read; NAME2=$__pb_v; export NAME2
+//! unset -f __pb_read; unset __pb_n __pb_v __pb_i __pb_l
 //! <the command>
 //! ```
 //!
-//! with each value single-quoted ([`shell_quote`]: a `'` becomes `'\''`, nothing else is
-//! special inside single quotes), run by the user's login shell (which must be POSIX). Names
-//! must be `[A-Za-z_][A-Za-z0-9_]*`. The values are not written to any file, on the agent or on
-//! the DUT; they travel inside the encrypted SSH channel. They are, however, part of the command
-//! line of the DUT's shell process while it runs (visible to other users of the DUT through `ps`
-//! or `/proc`, and to an execve audit log if the DUT has one).
+//! run by the user's login shell (which must be POSIX). Each value is sent as its number of
+//! lines, then its lines (a value may hold newlines; NUL is refused), each ending in `\n`;
+//! `__pb_read` reads them with the shell's `read` builtin, which takes its input byte by byte
+//! from a pipe, so the command then reads its own standard input from exactly where the values
+//! end (or end of file, when it has none). Only builtins touch the values (`read`, `[`,
+//! assignments), so no process is started with a value in its arguments; the exported
+//! variables are in the command's environment (`/proc/<pid>/environ`, which only the same
+//! user and root can read), as any environment variable is. Names must be
+//! `[A-Za-z_][A-Za-z0-9_]*` and are part of the command line. The values are not written to
+//! any file, on the agent or on the DUT; they travel inside the encrypted SSH channel. A
+//! command run with values whose shell exits with status 125 before running it did not
+//! receive them.
 //!
 //! # Killing a command
 //!
@@ -100,14 +112,16 @@ impl ExecRequest {
         self
     }
 
-    /// The command line sent to the DUT: the environment as quoted `export` statements, then the
-    /// command. Fails for an invalid variable name or a NUL byte.
-    fn command_line(&self) -> Result<Zeroizing<String>, String> {
+    /// The command line sent to the DUT (the environment's names, read from stdin, then the
+    /// command) and what goes to its standard input before the command's own (the values).
+    /// Fails for an invalid variable name or a NUL byte.
+    fn command_line(&self) -> Result<(String, Zeroizing<Vec<u8>>), String> {
         if self.command.contains('\0') {
             return Err("the command contains a NUL byte".into());
         }
-        let mut line = Zeroizing::new(String::new());
-        let mut exports = Zeroizing::new(String::new());
+        let mut line = String::from(PID_PREAMBLE);
+        // Sized up front: growing would leave copies of values in freed memory.
+        let mut values = Zeroizing::new(Vec::with_capacity(self.env.iter().map(|(_, v)| v.len() + 24).sum()));
         for (name, value) in &self.env {
             let mut chars = name.chars();
             let valid = chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
@@ -118,21 +132,31 @@ impl ExecRequest {
             if value.contains('\0') {
                 return Err(format!("the value of environment variable {name} contains a NUL byte"));
             }
-            let separator = if exports.is_empty() { "export " } else { " " };
-            exports.push_str(separator);
-            exports.push_str(name);
-            exports.push('=');
-            exports.push_str(&shell_quote(value));
+            if values.is_empty() {
+                line.push_str(READ_VALUE);
+            }
+            line.push_str(&format!("__pb_read; {name}=$__pb_v; export {name}\n"));
+            values.extend_from_slice(format!("{}\n", value.split('\n').count()).as_bytes());
+            for piece in value.split('\n') {
+                values.extend_from_slice(piece.as_bytes());
+                values.push(b'\n');
+            }
         }
-        line.push_str(PID_PREAMBLE);
-        if !exports.is_empty() {
-            line.push_str(&exports);
-            line.push('\n');
+        if !values.is_empty() {
+            line.push_str("unset -f __pb_read; unset __pb_n __pb_v __pb_i __pb_l\n");
         }
         line.push_str(&self.command);
-        Ok(line)
+        Ok((line, values))
     }
 }
+
+/// Defines `__pb_read`, which reads one value from standard input into `__pb_v` with shell
+/// builtins only: its number of lines, then the lines, joined with newlines. Exits with 125
+/// when the input ends early.
+const READ_VALUE: &str = "__pb_read() { IFS= read -r __pb_n || exit 125; __pb_v=; __pb_i=0; \
+while [ \"$__pb_i\" -lt \"$__pb_n\" ]; do IFS= read -r __pb_l || exit 125; \
+if [ \"$__pb_i\" -gt 0 ]; then __pb_v=\"$__pb_v\n\"; fi; __pb_v=\"$__pb_v$__pb_l\"; \
+__pb_i=$((__pb_i + 1)); done; }\n";
 
 /// The first line of every command: the shell reports its process id (which sshd's `setsid`
 /// makes a process group id too) on stdout, behind a marker the client strips, so that a
@@ -442,16 +466,20 @@ impl SshLink {
             }
             error
         };
-        let command = request.command_line().map_err(|m| fail((ErrorKind::InvalidRequest, m)))?;
+        let (command, values) = request.command_line().map_err(|m| fail((ErrorKind::InvalidRequest, m)))?;
         let (channel, connection) = self.open_channel(&shared.name).await.map_err(fail)?;
         channel.exec(true, command.as_bytes()).await.map_err(|e| fail(ssh_failure(e.into())))?;
-        drop(command);
         let (read, write) = channel.split();
         let write = Arc::new(write);
         let stdin_task = {
             let write = write.clone();
             let stdin = request.stdin.clone();
             tokio::spawn(async move {
+                // The environment's values first, then the command's own input.
+                if !values.is_empty() && write.data(&values[..]).await.is_err() {
+                    return;
+                }
+                drop(values);
                 if let Some(data) = stdin
                     && !data.is_empty()
                     && write.data_bytes(data).await.is_err()
@@ -781,15 +809,55 @@ mod tests {
     }
 
     #[test]
-    fn command_lines() {
+    fn command_lines_name_the_variables_and_values_go_to_stdin() {
         let plain = ExecRequest::new("uname -a");
-        assert_eq!(*plain.command_line().unwrap(), "printf '\\036phasebox-pid %s\\n' \"$$\"\nuname -a");
-        let with_env = ExecRequest::new("env").env("A", "1").env("_B2", "x y");
-        assert_eq!(*with_env.command_line().unwrap(), format!("{PID_PREAMBLE}export A='1' _B2='x y'\nenv"));
-        for bad in ["", "1A", "A-B", "A B", "É"] {
+        let (line, values) = plain.command_line().unwrap();
+        assert_eq!(line, "printf '\\036phasebox-pid %s\\n' \"$$\"\nuname -a");
+        assert!(values.is_empty());
+        let with_env = ExecRequest::new("env").env("A", "v1").env("_B2", "x y\nline 2\n");
+        let (line, values) = with_env.command_line().unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "{PID_PREAMBLE}{READ_VALUE}__pb_read; A=$__pb_v; export A\n__pb_read; _B2=$__pb_v; export _B2\n\
+                 unset -f __pb_read; unset __pb_n __pb_v __pb_i __pb_l\nenv"
+            )
+        );
+        assert!(!line.contains("v1") && !line.contains("x y"), "no value in the command line: {line}");
+        assert_eq!(&values[..], b"1\nv1\n3\nx y\nline 2\n\n");
+        for bad in ["", "1A", "A-B", "A B", "\u{c9}"] {
             assert!(ExecRequest::new("true").env(bad, "v").command_line().is_err(), "{bad:?}");
         }
         assert!(ExecRequest::new("true").env("A", "a\0b").command_line().is_err());
+    }
+
+    /// The command line and the values, run by a real POSIX shell: the command sees every value
+    /// exactly, then reads its own standard input.
+    #[test]
+    fn a_posix_shell_reads_the_values_and_then_the_commands_input() {
+        let tricky = "it's \"quoted\" $HOME `id`; echo injected\n\n  second line \\n\t\n";
+        let request = ExecRequest::new("printf '<%s>' \"$A\" \"$TRICKY\"; cat").env("A", "plain").env("TRICKY", tricky);
+        let (line, values) = request.command_line().unwrap();
+        for shell in ["/bin/sh", "/bin/bash", "/bin/dash"] {
+            if !Path::new(shell).exists() {
+                continue;
+            }
+            let mut child = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&line)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, &values).unwrap();
+            std::io::Write::write_all(&mut stdin, b"the command's own input").unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            let (_, rest) = text.split_once('\n').expect("the pid line");
+            assert_eq!(rest, format!("<plain><{tricky}>the command's own input"), "{shell}");
+        }
     }
 
     #[test]

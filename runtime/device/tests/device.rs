@@ -185,6 +185,16 @@ async fn environment_reaches_the_command_safely_quoted() {
     sim.shutdown().await;
 }
 
+/// While a command with a secret in its environment runs, no process on the host (the DUT
+/// here) has the value in its arguments; the command still sees it.
+#[tokio::test]
+async fn environment_values_never_appear_in_a_process_list() {
+    let sim = sim().await;
+    let device = device(&sim);
+    phasebox_dutsim::procs::check_secret_env_stays_out_of_argv(&device).await.unwrap();
+    sim.shutdown().await;
+}
+
 fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,

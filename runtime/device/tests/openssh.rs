@@ -55,6 +55,9 @@ async fn exec_and_copy_against_a_real_openssh_sshd() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), format!("<{tricky}><{tricky}>"));
+    // ... and never through the command line: no process on the host shows a value in its
+    // arguments while the command runs.
+    phasebox_dutsim::procs::check_secret_env_stays_out_of_argv(&device).await.unwrap();
 
     // copy_to / copy_from over the same connection.
     let data: Bytes = (0..(1 << 20) + 3).map(|i: u32| (i % 253) as u8).collect::<Vec<_>>().into();

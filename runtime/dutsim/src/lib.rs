@@ -51,6 +51,7 @@ mod keys;
 mod machine;
 pub mod openssh;
 mod power;
+pub mod procs;
 mod ssh;
 
 use std::collections::BTreeMap;

@@ -41,8 +41,12 @@
 //! - [`render`]: [`TerminalRenderer`], the live view `phasebox run` shows.
 //!
 //! Secrets: one redactor per job holds every secret value given in [`JobInputs`]; every event
-//! is redacted before any sink sees it (output as a stream per phase and stream, the rest whole),
-//! so `events.jsonl`, `results.json`, `junit.xml` and the terminal are all redacted.
+//! is redacted before any sink sees it (a phase's stdout, stderr and log lines as one merged
+//! stream and each stream on its own, after dropping terminal escapes so that what renders is
+//! what is matched; the rest whole), so `events.jsonl`, `results.json`, `junit.xml` and the
+//! terminal are all redacted; so are the contents, names and link targets in
+//! `artifacts.tar.gz`. The terminal renderer shows control characters visibly rather than
+//! passing them to the terminal.
 
 #![deny(missing_docs)]
 

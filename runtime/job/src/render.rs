@@ -17,12 +17,14 @@
 //! or pipe it writes plain lines and no spinner. Allowed capability uses and log lines below
 //! `info` are shown only when [`RenderOptions::verbose`] is set.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use phasebox_jobspec::Phase;
+use phasebox_redact::visible_controls;
 use phasebox_sandbox::units::format_duration;
 
 use crate::events::{CaseStatus, EventRecord, JobEvent, JobSink, JobState, LogLevel, OutputStream, PhaseOutcome};
@@ -201,6 +203,23 @@ impl Painter {
     }
 
     fn draw(&mut self, event: &JobEvent) {
+        // What an event carries comes from a plugin, a device or a job: it is shown, never
+        // obeyed by the terminal (controls made visible; the console's are dropped below).
+        let mut event = event.clone();
+        match &mut event {
+            JobEvent::Output { stream: OutputStream::Serial, .. } => {}
+            JobEvent::Output { data, .. } => {
+                if let Cow::Owned(v) = visible_controls(data) {
+                    *data = v;
+                }
+            }
+            other => other.map_strings(&mut |s| {
+                if let Cow::Owned(v) = visible_controls(s) {
+                    *s = v;
+                }
+            }),
+        }
+        let event = &event;
         if matches!(event, JobEvent::PhaseStart { .. } | JobEvent::PhaseEnd { .. } | JobEvent::JobEnd { .. }) {
             self.flush_pending();
             let rest = std::mem::take(&mut self.serial_line);

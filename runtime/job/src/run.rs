@@ -15,7 +15,8 @@
 //!    the device usable. (To abandon it too, drop the `run_job` future: the running guest is
 //!    dropped with it.)
 //! 4. The artifacts directory is packed to `artifacts.tar.gz` in the job directory, when it is
-//!    not empty, and the job ends `complete`, or `cancelled` if a cancel stopped it.
+//!    not empty (every secret form masked in file contents and names, as in the output), and
+//!    the job ends `complete`, or `cancelled` if a cancel stopped it.
 //!
 //! Every event goes through the job's redactor, then to the caller's sink, to the results
 //! builder and to the outcome's event log, in that order, with one sequence of numbers.
@@ -323,7 +324,7 @@ impl Job<'_> {
         });
         let started = Instant::now();
         let (tx, mut rx) = phasebox_sandbox::channel();
-        let mut streams = self.emitter.redactor.phase_streams();
+        let mut streams = self.emitter.redactor.phase_streams(phase);
         let sandbox = &self.plan.sandbox;
         // The engine records the console only for plugins that do not read it themselves: two
         // readers of one console would each see part of it.
@@ -342,8 +343,10 @@ impl Job<'_> {
         };
         let emitter = &mut self.emitter;
         let forward = async {
+            let mut released = Vec::new();
             while let Some(event) = rx.recv().await {
-                if let Some(e) = translate(phase, event, &mut streams) {
+                translate(phase, event, &mut streams, &mut released);
+                for e in released.drain(..) {
                     emitter.emit(e);
                 }
             }
@@ -352,8 +355,8 @@ impl Job<'_> {
         if let Some(capture) = capture {
             let _ = capture.await;
         }
-        for (stream, data) in streams.finish() {
-            self.emitter.emit(JobEvent::Output { phase, stream, data });
+        for event in streams.finish() {
+            self.emitter.emit(event);
         }
 
         let (status, outcome, reason, elapsed, output_bytes) = match report {
@@ -413,6 +416,8 @@ impl Job<'_> {
         }
         let path = self.plan.job_dir.join("artifacts.tar.gz");
         let target = path.clone();
+        // The artifacts are the job's output too: contents and names are redacted.
+        let redactor = self.emitter.redactor.redactor().cloned();
         let packed = tokio::task::spawn_blocking(move || -> Result<_, String> {
             // Created anew, never opened through whatever a phase may have left at that name.
             match std::fs::remove_file(&target) {
@@ -425,7 +430,8 @@ impl Job<'_> {
                 .open(&target)
                 .map_err(|e| format!("{}: {e}", target.display()))?;
             let mut out = std::io::BufWriter::new(file);
-            let stats = phasebox_archive::pack_artifacts(&dir, &mut out).map_err(|e| e.to_string())?;
+            let stats = phasebox_archive::pack_artifacts_redacted(&dir, &mut out, redactor.as_ref())
+                .map_err(|e| e.to_string())?;
             std::io::Write::flush(&mut out).map_err(|e| format!("{}: {e}", target.display()))?;
             Ok(stats)
         })
@@ -433,7 +439,8 @@ impl Job<'_> {
         let stats = match packed {
             Ok(Ok(stats)) => stats,
             Ok(Err(e)) => {
-                tracing::warn!(job = %self.plan.job_id, error = %e, "cannot pack the artifacts");
+                let e = self.emitter.redactor.redacted(&e);
+                tracing::warn!(job = %self.plan.job_id, error = ?e, "cannot pack the artifacts");
                 return None;
             }
             Err(e) => {
@@ -470,23 +477,20 @@ fn stop_line(end: &PhaseEnd, outcome: PhaseOutcome, run: &PhaseRun, timeout: Dur
     Some(format!("\n{line}\n"))
 }
 
-/// A sandbox event as a job event (output through the phase's stream redactors; `None` while
-/// a stream holds everything back).
-fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::PhaseStreams) -> Option<JobEvent> {
+/// A sandbox event as job events, appended to `out`: output and log lines through the phase's
+/// streams (which may hold them back for now, or release earlier ones), the rest as it is.
+fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::PhaseStreams, out: &mut Vec<JobEvent>) {
     use phasebox_sandbox::events::Stream;
-    Some(match event {
+    let event = match event {
         PhaseEvent::Output { stream, data, .. } => {
             let stream = match stream {
                 Stream::Stdout => OutputStream::Stdout,
                 Stream::Stderr => OutputStream::Stderr,
             };
-            let data = streams.push(stream, &data);
-            if data.is_empty() {
-                return None;
-            }
-            JobEvent::Output { phase, stream, data }
+            return streams.output(stream, &data, out);
         }
-        PhaseEvent::Log { level, message, .. } => JobEvent::Log { phase, level: level.into(), message },
+        PhaseEvent::Serial { data, .. } => return streams.output(OutputStream::Serial, &data, out),
+        PhaseEvent::Log { level, message, .. } => return streams.log(level.into(), &message, out),
         PhaseEvent::Case(c) => JobEvent::Case {
             phase,
             suite: c.suite,
@@ -504,13 +508,6 @@ fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::Ph
             reason: c.reason,
             duration_ms: c.duration_ms,
         },
-        PhaseEvent::Serial { data, .. } => {
-            let data = streams.push(OutputStream::Serial, &data);
-            if data.is_empty() {
-                return None;
-            }
-            JobEvent::Output { phase, stream: OutputStream::Serial, data }
-        }
         PhaseEvent::Progress { handle, bytes } => JobEvent::Capability {
             phase,
             grant: handle,
@@ -519,7 +516,8 @@ fn translate(phase: Phase, event: PhaseEvent, streams: &mut crate::redaction::Ph
             reason: None,
             duration_ms: None,
         },
-    })
+    };
+    out.push(event);
 }
 
 /// How long the console must stay quiet after a phase ends before its serial log is closed.

@@ -21,6 +21,28 @@
 //! # Ok::<(), phasebox_redact::RedactError>(())
 //! ```
 //!
+//! Several channels that a reader sees merged (a process's stdout and stderr, its log lines)
+//! go through one [`TaggedStreamRedactor`], so a secret written half on each is caught, while
+//! each output piece still says which channel it belongs to:
+//!
+//! ```
+//! use phasebox_redact::{Redactor, Secret, TerminalText};
+//!
+//! let redactor = Redactor::new([("TOKEN", Secret::new("tr0ub4dor&3"))])?;
+//! let mut merged = redactor.tagged_stream();
+//! let mut pieces = merged.push("stdout", b"token: tr0ub");
+//! pieces.extend(merged.push("stderr", b"4dor&3\n"));
+//! pieces.extend(merged.finish());
+//! let stdout: Vec<u8> = pieces.iter().filter(|p| p.tag == "stdout").flat_map(|p| p.bytes.clone()).collect();
+//! assert_eq!(stdout, b"token: **882a2a**");
+//!
+//! // Match what a terminal shows, not the bytes that make it show it.
+//! let mut terminal = TerminalText::new();
+//! let shown = terminal.push(b"tr0ub\x1b[0m4dor&3");
+//! assert_eq!(redactor.redact_str(&shown), "**882a2a**");
+//! # Ok::<(), phasebox_redact::RedactError>(())
+//! ```
+//!
 //! # What is matched
 //!
 //! For each secret, [`encoded_forms`] lists every byte string searched for,
@@ -100,6 +122,14 @@
 //! ASCII token keeps the text valid; [`Redactor::redact_str`] relies on that
 //! (and widens a match to character boundaries rather than split one).
 //!
+//! **What renders.** A secret with an escape sequence inside it (`s3cr\x1b[0met`) or a
+//! zero-width character shows whole on a terminal but is not a byte-for-byte match.
+//! [`TerminalText`] turns a stream into what a terminal renders (escape sequences, control
+//! characters and invisible formatting characters dropped); redacting that, and emitting it
+//! instead of the raw bytes, makes what a reader sees what was matched.
+//! [`visible_controls`] is the other half, for text printed to a terminal: it shows control
+//! characters (`^[`) rather than letting them act.
+//!
 //! # Limits
 //!
 //! Forms not listed above are not caught: base64 wrapped across lines, hex
@@ -114,6 +144,8 @@ mod encode;
 mod redactor;
 mod secret;
 mod skip;
+mod tagged;
+mod terminal;
 
 pub use encode::{
     Base64Alphabet, Base64Ending, EncodedForm, EncodedForms, Encoding, JsonStyle, MIN_LINE_CHARS, Part, PercentSafe,
@@ -121,3 +153,5 @@ pub use encode::{
 };
 pub use redactor::{MIN_SECRET_CHARS, RedactError, Redactor, StreamRedactor, mask_token};
 pub use secret::Secret;
+pub use tagged::{Released, TaggedStreamRedactor};
+pub use terminal::{TerminalText, rendered_text, visible_controls};

@@ -10,6 +10,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::Secret;
 use crate::encode::{Dedup, encoded_forms};
 use crate::skip::SkipTable;
+use crate::tagged::TaggedStreamRedactor;
 
 /// Secrets shorter than this many characters are refused: they would match
 /// too much innocent text, and their masked output would hint at the value.
@@ -55,14 +56,14 @@ pub fn mask_token(secret: &Secret) -> String {
 /// through is cheaper than checking them one by one.
 const MISS_BUDGET: usize = 64;
 
-struct Inner {
+pub(crate) struct Inner {
     matcher: AhoCorasick,
     skip: Option<SkipTable>,
     /// Pattern index -> index into `tokens`.
     pattern_secret: Vec<usize>,
     tokens: Vec<Box<[u8]>>,
     /// Bytes a stream holds back: longest pattern - 1.
-    hold: usize,
+    pub(crate) hold: usize,
     secrets: usize,
 }
 
@@ -75,7 +76,7 @@ struct Inner {
 /// `Debug` shows only counts, never a pattern.
 #[derive(Clone)]
 pub struct Redactor {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Redactor {
@@ -137,6 +138,12 @@ impl Redactor {
     /// A fresh streaming redactor for one channel.
     pub fn stream(&self) -> StreamRedactor {
         StreamRedactor { inner: Arc::clone(&self.inner), pending: Vec::new() }
+    }
+
+    /// A fresh redactor for several channels merged into one stream (see
+    /// [`TaggedStreamRedactor`]).
+    pub fn tagged_stream<T: Clone>(&self) -> TaggedStreamRedactor<T> {
+        TaggedStreamRedactor::new(Arc::clone(&self.inner))
     }
 
     /// Number of distinct secret values.
@@ -205,7 +212,7 @@ impl fmt::Debug for Redactor {
 }
 
 impl Inner {
-    fn token(&self, pattern: usize) -> &[u8] {
+    pub(crate) fn token(&self, pattern: usize) -> &[u8] {
         &self.tokens[self.pattern_secret[pattern]]
     }
 
@@ -217,7 +224,7 @@ impl Inner {
     /// The leftmost-longest, non-overlapping matches in `hay`, left to right,
     /// that start before `limit` (what `AhoCorasick::find_iter` gives, found
     /// faster; it may also yield a match starting at or after `limit`).
-    fn matches<'a>(&'a self, hay: &'a [u8], limit: usize) -> impl Iterator<Item = Match> + 'a {
+    pub(crate) fn matches<'a>(&'a self, hay: &'a [u8], limit: usize) -> impl Iterator<Item = Match> + 'a {
         let mut pos = 0;
         std::iter::from_fn(move || {
             let m = self.find_from(hay, pos, limit)?;
@@ -360,7 +367,7 @@ impl Inner {
 
 /// Appends `chunk` to `buf`; when that needs a bigger allocation, the old one is
 /// wiped before it is freed (it may hold the start of a secret).
-fn append_wiping(buf: &mut Vec<u8>, chunk: &[u8]) {
+pub(crate) fn append_wiping(buf: &mut Vec<u8>, chunk: &[u8]) {
     if buf.capacity() - buf.len() >= chunk.len() {
         buf.extend_from_slice(chunk);
         return;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use wasmtime::component::Resource;
 
 use crate::events::{CapabilityUse, EventSender, PhaseEvent, Stream};
+use crate::exec_output::ExecOutputRedactor;
 use crate::host::PhaseState;
 use crate::host::phasebox::plugin::{console, exec, flash, power, types};
 use crate::limits::Monitor;
@@ -143,9 +144,20 @@ pub struct ExecProcess {
     io: Box<dyn ExecIo>,
     exited: Option<i32>,
     command: String,
+    /// Masks the command's secret-env values in what the plugin reads.
+    redactor: Option<ExecOutputRedactor>,
+    /// Events redacted and ready for the plugin, before anything else is read.
+    ready: std::collections::VecDeque<exec::Event>,
 }
 /// The guest's flash writer resource.
 pub struct FlashWriter(Box<dyn FlashIo>);
+
+fn wit_channel(stream: Stream) -> exec::Channel {
+    match stream {
+        Stream::Stdout => exec::Channel::Stdout,
+        Stream::Stderr => exec::Channel::Stderr,
+    }
+}
 
 fn to_wit(e: DeviceFailure) -> types::DeviceError {
     match e {
@@ -300,6 +312,16 @@ impl exec::Host for PhaseState {
                 }
             }
         }
+        // The plugin never sees a secret-env value: not even in what the command prints.
+        let secret_env = &env[env.len() - cmd.secret_env.len()..];
+        let redactor = match ExecOutputRedactor::new(secret_env.iter().map(|(n, v)| (n.as_str(), v))) {
+            Ok(r) => r,
+            Err(e) => {
+                let failure = DeviceFailure::Failed(e.to_string());
+                record::<()>(&self.events, &self.monitor, "exec", call, started, &Err(failure.clone())).await;
+                return Err(to_wit(failure));
+            }
+        };
         let timeout = (cmd.timeout_ms > 0).then(|| std::time::Duration::from_millis(cmd.timeout_ms));
         let command = ExecCommand { command: cmd.command.clone(), env, timeout };
         let result = match self.device() {
@@ -309,7 +331,7 @@ impl exec::Host for PhaseState {
         record(&self.events, &self.monitor, "exec", call, started, &result).await;
         let io = result.map_err(to_wit)?;
         self.table
-            .push(ExecProcess { io, exited: None, command: cmd.command })
+            .push(ExecProcess { io, exited: None, command: cmd.command, redactor, ready: Default::default() })
             .map_err(|e| types::DeviceError::Failed(e.to_string()))
     }
 
@@ -337,40 +359,54 @@ impl exec::Host for PhaseState {
 
 impl exec::HostProcess for PhaseState {
     async fn next(&mut self, p: Resource<ExecProcess>) -> Result<exec::Event, types::DeviceError> {
-        let process = self.table.get_mut(&p).map_err(|e| types::DeviceError::Failed(e.to_string()))?;
-        if let Some(code) = process.exited {
-            return Ok(exec::Event::Exited(code));
-        }
-        let event = process.io.next().await.map_err(to_wit)?;
-        match event {
-            ExecEvent::Output(stream, data) => {
-                // The command's output is the phase's output: live, counted, and redacted
-                // downstream like the guest's own.
-                let keep = self.monitor.output(data.len());
-                if keep > 0 {
-                    let chunk = data.slice(..keep);
-                    let _ = self.events.send(PhaseEvent::Output { stream, data: chunk, at: SystemTime::now() }).await;
-                }
-                let wit_stream = match stream {
-                    Stream::Stdout => exec::Channel::Stdout,
-                    Stream::Stderr => exec::Channel::Stderr,
-                };
-                Ok(exec::Event::Output((wit_stream, data.to_vec())))
+        loop {
+            let process = self.table.get_mut(&p).map_err(|e| types::DeviceError::Failed(e.to_string()))?;
+            if let Some(event) = process.ready.pop_front() {
+                return Ok(event);
             }
-            ExecEvent::Exited(code) => {
-                process.exited = Some(code);
-                let command = process.command.clone();
-                let result: Result<(), DeviceFailure> = Ok(());
-                record(
-                    &self.events,
-                    &self.monitor,
-                    "exec",
-                    format!("exit {code} {command:?}"),
-                    Instant::now(),
-                    &result,
-                )
-                .await;
-                Ok(exec::Event::Exited(code))
+            if let Some(code) = process.exited {
+                return Ok(exec::Event::Exited(code));
+            }
+            let event = process.io.next().await.map_err(to_wit)?;
+            match event {
+                ExecEvent::Output(stream, data) => {
+                    // The command's output is the phase's output: live, counted, and redacted
+                    // downstream like the guest's own (with every secret of the job).
+                    let keep = self.monitor.output(data.len());
+                    if keep > 0 {
+                        let chunk = data.slice(..keep);
+                        let _ =
+                            self.events.send(PhaseEvent::Output { stream, data: chunk, at: SystemTime::now() }).await;
+                    }
+                    let process = self.table.get_mut(&p).map_err(|e| types::DeviceError::Failed(e.to_string()))?;
+                    match &mut process.redactor {
+                        None => return Ok(exec::Event::Output((wit_channel(stream), data.to_vec()))),
+                        Some(r) => {
+                            let released = r.push(stream, &data);
+                            process
+                                .ready
+                                .extend(released.into_iter().map(|(s, b)| exec::Event::Output((wit_channel(s), b))));
+                        }
+                    }
+                }
+                ExecEvent::Exited(code) => {
+                    if let Some(r) = process.redactor.take() {
+                        let rest = r.finish();
+                        process.ready.extend(rest.into_iter().map(|(s, b)| exec::Event::Output((wit_channel(s), b))));
+                    }
+                    process.exited = Some(code);
+                    let command = process.command.clone();
+                    let result: Result<(), DeviceFailure> = Ok(());
+                    record(
+                        &self.events,
+                        &self.monitor,
+                        "exec",
+                        format!("exit {code} {command:?}"),
+                        Instant::now(),
+                        &result,
+                    )
+                    .await;
+                }
             }
         }
     }

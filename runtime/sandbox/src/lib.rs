@@ -29,6 +29,7 @@ pub mod device;
 mod engine;
 pub mod error;
 pub mod events;
+mod exec_output;
 mod files;
 pub mod grant;
 mod host;

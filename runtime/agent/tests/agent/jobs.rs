@@ -214,6 +214,59 @@ async fn secrets_reach_the_device_redacted_everywhere_and_never_touch_the_agents
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_a_plugin_splits_escapes_or_writes_into_artifacts_never_reaches_the_server() {
+    logging();
+    const TOKEN: &str = "Sp1it-s3cret-Value+42";
+    let server = TestServer::start().await;
+    let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-l", "ql")]);
+    let agent = RunningAgent::start(&setup);
+    let user = server.user();
+    user.put_secret(USER_ID, "lab/token", &Secret::new(TOKEN)).await.unwrap();
+    let job = json!({
+        "job_queue": "ql",
+        "test_data": {"test_cmds": "true", "secrets": {"TOKEN": "lab/token"}},
+        "allocate_data": {
+            "attack": "leak-secret", "name": "TOKEN", "artifacts": "/artifacts",
+            "phasebox": {"plugin": "probe", "secrets": ["TOKEN"]},
+        },
+    });
+    let job_id = user.submit_job(&job).await.unwrap();
+    let results = wait_state(&user, &job_id, &["complete"], Duration::from_secs(60)).await;
+    assert_eq!(results["allocate_status"], 0, "{results:#}");
+    // What the agent posted: output fragments, results, the artifacts archive.
+    let mut posted = vec![
+        ("output", output_text(&user, &job_id).await),
+        ("results", results.to_string()),
+        ("fragments", format!("{:?}", server.fragments(&job_id).await)),
+    ];
+    let archive = setup.dir.path().join("artifacts.tar.gz");
+    user.download_artifacts(&job_id, &archive).await.unwrap();
+    let mut text = String::new();
+    let bytes = std::fs::read(&archive).unwrap();
+    for entry in tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice())).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        text.push_str(&String::from_utf8_lossy(&entry.path_bytes()));
+        if let Some(target) = entry.link_name_bytes() {
+            text.push_str(&String::from_utf8_lossy(&target));
+        }
+        entry.read_to_string(&mut text).unwrap();
+    }
+    posted.push(("artifacts", text));
+    let secret = phasebox_redact::Secret::new(TOKEN);
+    let token = phasebox_redact::mask_token(&secret);
+    for (what, text) in &posted {
+        for form in &phasebox_redact::encoded_forms(&secret) {
+            let form = String::from_utf8_lossy(form.bytes());
+            assert!(!text.contains(form.as_ref()), "the {what} the agent posted hold {form:?}:\n{text}");
+        }
+        assert!(!text.contains('\x1b'), "the {what} the agent posted hold an escape: {text:?}");
+    }
+    assert!(posted[0].1.matches(&token).count() >= 4, "every attempt is masked: {}", posted[0].1);
+    assert!(posted[3].1.contains(&format!("token={token}")), "{}", posted[3].1);
+    agent.stop().await;
+}
+
 fn assert_no_secret(dir: &std::path::Path, secret: &str) {
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

@@ -5,7 +5,9 @@
 //!   fragments in order, results, artifacts, cancels, secrets, agent states set on the server.
 //! * `faults` — the server going away mid-job, the agent killed mid-phase and restarted on its
 //!   spool, a DUT with a broken configuration beside a working one, SIGTERM with a running job.
+//! * `hostile_server` — a fake server handing out job ids that are paths.
 
 mod common;
 mod faults;
+mod hostile_server;
 mod jobs;

@@ -105,7 +105,10 @@ async fn follow_job(client: &Client, job_id: &str, follow: &Follow) -> anyhow::R
                     && let Some(code) = results.get(format!("{phase}_status"))
                 {
                     line.clear();
-                    eprintln!("\nPhase '{phase}' completed with exit code: {code}");
+                    eprintln!(
+                        "\nPhase '{}' completed with exit code: {code}",
+                        phasebox_redact::visible_controls(phase)
+                    );
                     eprintln!("Use 'phasebox poll {job_id} --start_fragment {next}' to continue polling.");
                     return Ok(if code.as_i64() == Some(0) { Verdict::Success } else { Verdict::NotPassed });
                 }
@@ -169,10 +172,12 @@ fn verdict(results: &Value) -> Verdict {
     if state == "cancelled" || failed { Verdict::NotPassed } else { Verdict::Success }
 }
 
-/// Writes output text to stdout as it came (no newline added).
+/// Writes output text to stdout as it came (no newline added), with its control characters
+/// made visible: the output comes from the job's plugins, its device and whatever agent ran it,
+/// and must not drive the terminal (move the cursor over earlier lines, set the clipboard).
 fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
+    let _ = out.write_all(phasebox_redact::visible_controls(text).as_bytes());
     let _ = out.flush();
 }
 
@@ -191,6 +196,10 @@ impl StatusLine {
     }
 
     fn update(&mut self, state: &str, latest_phase: Option<&str>) {
+        // The state and phase names come from the server: shown, never obeyed.
+        let state = &*phasebox_redact::visible_controls(state);
+        let latest_phase = latest_phase.map(phasebox_redact::visible_controls);
+        let latest_phase = latest_phase.as_deref();
         let text = if state == "waiting" {
             "waiting for a device to become available".to_owned()
         } else {

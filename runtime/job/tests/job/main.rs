@@ -5,6 +5,7 @@ mod common;
 mod device;
 mod escapes;
 mod job;
+mod leaks;
 mod openssh;
 mod standard;
 mod testflinger;

@@ -50,7 +50,22 @@ impl Dut for FakeDut {
         let line = format!("ran {:?} with env {names:?}\n", command.command);
         self.seen_env.lock().unwrap().extend(command.env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
         let code = command.command.rsplit_once("exit ").and_then(|(_, n)| n.trim().parse().ok()).unwrap_or(0);
-        let events = vec![ExecEvent::Output(Stream::Stdout, Bytes::from(line)), ExecEvent::Exited(code)];
+        let mut events = vec![ExecEvent::Output(Stream::Stdout, Bytes::from(line))];
+        if command.command == "print-env-values" {
+            // Each value: half on stdout and half on stderr, then split within stdout around a
+            // write to stderr, then whole in base64.
+            for (_, value) in &command.env {
+                let value = value.expose().as_bytes();
+                let (first, second) = value.split_at(value.len() / 2);
+                let out = |b: &[u8]| ExecEvent::Output(Stream::Stdout, Bytes::copy_from_slice(b));
+                let err = |b: &[u8]| ExecEvent::Output(Stream::Stderr, Bytes::copy_from_slice(b));
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+                events.extend([out(b"a="), out(first), err(second), out(b"\nb="), out(first), err(b"noise\n")]);
+                events.extend([out(second), out(format!("\nc={b64}\n").as_bytes())]);
+            }
+        }
+        events.push(ExecEvent::Exited(code));
         Box::pin(async move { Ok(Box::new(FakeProcess { events }) as Box<dyn ExecIo>) })
     }
     fn copy_to(&self, _: String, _: Vec<u8>) -> BoxFuture<'_, Result<(), DeviceFailure>> {
@@ -118,6 +133,29 @@ async fn shell_runs_test_cmds_on_the_device_with_secrets_in_its_environment() {
     assert!(!ran.stdout.contains("s3cret-token-value"));
     assert_eq!(*dut.seen_env.lock().unwrap(), [("API_TOKEN".to_string(), "s3cret-token-value".to_string())]);
     assert!(ran.device_calls.iter().any(|c| c.starts_with("run \"make check\"")), "{:?}", ran.device_calls);
+}
+
+#[tokio::test]
+async fn the_plugin_never_reads_a_secret_env_value_in_the_commands_output() {
+    let dut = Arc::new(FakeDut::default());
+    let reversed: String = "s3cret-token-value".chars().rev().collect();
+    let data = json!({"steps": ["exec-secret:API_TOKEN:print-env-values", format!("scan:{reversed}")]});
+    let ran = run("device-probe", &open_policy(), Some(dut.clone()), data).await.unwrap();
+    assert!(ran.end.passed(), "{}", ran.end);
+    assert_eq!(*dut.seen_env.lock().unwrap(), [("API_TOKEN".to_string(), "s3cret-token-value".to_string())]);
+    // What the plugin read and reports: every form masked, in each place it was printed.
+    let summary = ran.end.to_string();
+    let token = phasebox_redact::mask_token(&Secret::new("s3cret-token-value"));
+    for form in ["s3cret", "token-value", "czNjcmV0LXRva2VuLXZhbHVl"] {
+        assert!(!summary.contains(form), "the plugin read {form:?}: {summary}");
+    }
+    for shown in [format!("a={token}"), format!("b={token}"), format!("c={token}")] {
+        assert!(summary.contains(&shown), "{shown}: {summary}");
+    }
+    assert!(
+        summary.contains(&format!("scan:{reversed} -> ok: absent")),
+        "the value is nowhere in its memory: {summary}"
+    );
 }
 
 #[tokio::test]
