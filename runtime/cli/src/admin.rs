@@ -178,16 +178,19 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
                 let list: Vec<serde_json::Value> = clients
                     .iter()
                     .map(|c| {
-                        serde_json::json!({
+                        let mut client = serde_json::json!({
                             "client_id": c.client_id,
                             "role": c.role.as_str(),
                             "max_priority": c.max_priority,
                             "max_reservation_time": c.max_reservation_time,
                             "allowed_queues": c.allowed_queues,
                             "email": c.email,
-                            "agent_names": c.agent_names,
-                            "agent_queues": c.agent_queues,
-                        })
+                        });
+                        if c.role == Role::Agent {
+                            client["agent_names"] = serde_json::json!(c.agent_names);
+                            client["agent_queues"] = serde_json::json!(c.agent_queues);
+                        }
+                        client
                     })
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
