@@ -69,6 +69,10 @@ async fn server() -> Server {
     let state = phasebox_server::build_state(config).await.unwrap();
     tokio::spawn(phasebox_server::serve(listener, state.clone(), std::future::pending()));
     auth::create_client(&state.store, AGENT_ID, AGENT_SECRET, Role::Agent).await.unwrap();
+    // The DUTs of `agent_config` (up to the largest count a bench runs) on the bench's queues.
+    let names: Vec<String> = (0..256).map(|i| format!("dut-{i}")).collect();
+    let queues = vec!["bench-phasebox".to_owned(), "bench-testflinger".to_owned(), "rss".to_owned()];
+    auth::bind_agent(&state.store, AGENT_ID, names, queues).await.unwrap();
     Server { url, state, _dir: dir }
 }
 

@@ -23,13 +23,30 @@ pub enum AdminCommand {
         /// Its role: agent, contributor, manager or admin.
         #[arg(long, default_value = "contributor", value_parser = parse_role)]
         role: Role,
+        /// For an agent client: a queue it may take jobs from (repeat for several; see
+        /// `bind-agent`). Without any, it takes no jobs until bound.
+        #[arg(long = "queue", value_name = "QUEUE")]
+        queues: Vec<String>,
+    },
+    /// Bind an agent client to the agent names it may act as and the queues it may take jobs
+    /// from (replacing its binding): the `agent_id` and `job_queues` of the agent's
+    /// configuration.
+    BindAgent {
+        /// The agent client's id.
+        client_id: String,
+        /// An agent name it may act as (repeat for several).
+        #[arg(long = "agent", value_name = "NAME", required = true)]
+        agents: Vec<String>,
+        /// A queue it may take jobs from (repeat for several).
+        #[arg(long = "queue", value_name = "QUEUE")]
+        queues: Vec<String>,
     },
     /// Replace a client's secret with a generated one, printed once on stdout.
     ResetSecret {
         /// The client's id.
         client_id: String,
     },
-    /// Set a client's role (effective with its next access token).
+    /// Set a client's role (effective at its next request).
     SetRole {
         /// The client's id.
         client_id: String,
@@ -120,9 +137,15 @@ pub async fn run(config: &ServerConfig, command: AdminCommand) -> anyhow::Result
 async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        AdminCommand::CreateClient { client_id, role } => {
+        AdminCommand::CreateClient { client_id, role, queues } => {
+            if !queues.is_empty() && role != Role::Agent {
+                anyhow::bail!("--queue binds agent clients only (this client's role is {role})");
+            }
             let secret = auth::generate_client_secret();
             auth::create_client(store, &client_id, &secret, role).await?;
+            if role == Role::Agent {
+                auth::bind_agent(store, &client_id, vec![client_id.clone()], queues).await?;
+            }
             eprintln!("created client '{client_id}' with role {role}; its secret follows (it is not shown again)");
             writeln!(out, "{}", secret.as_str())?;
         }
@@ -131,6 +154,10 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
             auth::set_client_secret(store, &client_id, &secret).await?;
             eprintln!("new secret for client '{client_id}' follows (it is not shown again)");
             writeln!(out, "{}", secret.as_str())?;
+        }
+        AdminCommand::BindAgent { client_id, agents, queues } => {
+            auth::bind_agent(store, &client_id, agents.clone(), queues.clone()).await?;
+            eprintln!("agent client '{client_id}' may act as {agents:?} and take jobs from {queues:?}");
         }
         AdminCommand::SetRole { client_id, role } => {
             auth::grant_role(store, &client_id, role).await?;
@@ -151,14 +178,19 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
                 let list: Vec<serde_json::Value> = clients
                     .iter()
                     .map(|c| {
-                        serde_json::json!({
+                        let mut client = serde_json::json!({
                             "client_id": c.client_id,
                             "role": c.role.as_str(),
                             "max_priority": c.max_priority,
                             "max_reservation_time": c.max_reservation_time,
                             "allowed_queues": c.allowed_queues,
                             "email": c.email,
-                        })
+                        });
+                        if c.role == Role::Agent {
+                            client["agent_names"] = serde_json::json!(c.agent_names);
+                            client["agent_queues"] = serde_json::json!(c.agent_queues);
+                        }
+                        client
                     })
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;

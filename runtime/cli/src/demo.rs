@@ -212,6 +212,7 @@ async fn whole_job() -> anyhow::Result<bool> {
     const AGENT_SECRET: &str = "demo-agent-secret-0123456789";
     const USER_SECRET: &str = "demo-user-secret-0123456789";
     auth::create_client(&state.store, "demo-agent", AGENT_SECRET, Role::Agent).await?;
+    auth::bind_agent(&state.store, "demo-agent", vec!["sim-dut-1".into()], vec!["sim-dut".into()]).await?;
     auth::create_client(&state.store, "demo-user", USER_SECRET, Role::Contributor).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server_url = format!("http://{}", listener.local_addr()?);

@@ -108,6 +108,13 @@ async fn admin_commands_manage_clients_the_server_honours() {
     let bad_role = admin(&config, &["create-client", "x", "--role", "overlord"]).await;
     assert_eq!(bad_role.code, Some(2));
     assert!(bad_role.stderr.contains("unknown role"), "{}", bad_role.stderr);
+    // An agent client is bound to the agent names and queues it serves.
+    ok(&config, &["bind-agent", "lab-manager", "--agent", "dut-1", "--queue", "lab"]).await;
+    let listed: Value = serde_json::from_str(&ok(&config, &["list-clients", "--json"]).await).unwrap();
+    assert_eq!(
+        (listed[0]["agent_names"].clone(), listed[0]["agent_queues"].clone()),
+        (json!(["dut-1"]), json!(["lab"]))
+    );
 
     let server = Server::start(&config).await;
     let token = server.token("lab-manager", &secret).await.expect("the printed secret logs in");

@@ -80,6 +80,8 @@ impl Lab {
     /// An agent registered on `queues`, as the test's stand-in for the phasebox agent.
     async fn agent(&self, name: &str, queues: &[&str]) -> Client {
         self.create_client(name, Role::Agent).await;
+        let queue_names: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+        auth::bind_agent(&self.state.store, name, vec![name.to_owned()], queue_names).await.unwrap();
         let mut config = ClientConfig::new(&self.url);
         config.credentials = Some(Credentials::new(name, SECRET));
         let agent = Client::new(config).unwrap();

@@ -52,6 +52,9 @@ async fn credentials_log_in_lazily_and_a_401_is_replayed_once_after_refreshing()
 async fn a_refresh_token_alone_authenticates_an_agent() {
     let server = TestServer::start().await;
     let with_secret = server.client("agent-1", Role::Agent).await;
+    phasebox_server::auth::bind_agent(&server.state.store, "agent-1", vec!["agent-1".into()], vec!["q".into()])
+        .await
+        .unwrap();
     let login = with_secret.login().await.unwrap();
     assert_eq!(login.client_id.as_deref(), Some("agent-1"));
     assert_eq!(login.role, "agent");
@@ -196,8 +199,9 @@ async fn attachments_go_up_and_come_down_unchanged() {
     assert_eq!(n, bytes.len() as u64);
     assert_eq!(std::fs::read(dir.path().join("att.tgz")).unwrap(), bytes);
 
+    // Only the agent that claimed a job reads its attachments.
     let plain = user.submit_job(&json!({"job_queue": "qa"})).await.unwrap();
-    assert!(agent.get_attachments(&plain).await.unwrap_err().is_not_found());
+    assert_eq!(agent.get_attachments(&plain).await.unwrap_err().status(), Some(403));
 }
 
 #[tokio::test]
@@ -226,6 +230,8 @@ async fn long_poll_claims_the_moment_a_job_arrives() {
 async fn one_client_claims_for_several_agent_names() {
     let server = TestServer::start().await;
     let agent = server.client("multi-agent", Role::Agent).await;
+    let (names, queues) = (vec!["dut-a".into(), "dut-b".into()], vec!["qa".into(), "qb".into()]);
+    phasebox_server::auth::bind_agent(&server.state.store, "multi-agent", names, queues).await.unwrap();
     agent.post_agent_data("dut-a", &json!({"state": "waiting", "queues": ["qa"]})).await.unwrap();
     agent.post_agent_data("dut-b", &json!({"state": "waiting", "queues": ["qb"]})).await.unwrap();
     let user = server.anon();
@@ -255,7 +261,9 @@ async fn queues_agents_and_provision_logs() {
     assert_eq!(user.queue_agents("beta").await.unwrap()[0]["name"], "dut-q");
     assert!(user.queue_agents("gamma").await.unwrap_err().is_not_found());
     assert!(user.queue_jobs("alpha").await.unwrap().is_empty());
-    let id = user.submit_job(&json!({"job_queue": "alpha"})).await.unwrap();
+    // Listings show the ids of jobs submitted with credentials (not of anonymous ones).
+    let submitter = server.client("submitter", Role::Contributor).await;
+    let id = submitter.submit_job(&json!({"job_queue": "alpha"})).await.unwrap();
     let jobs = user.queue_jobs("alpha").await.unwrap();
     assert_eq!((jobs.len(), jobs[0]["job_id"].as_str()), (1, Some(id.as_str())));
     agent.post_provision_log("dut-q", &json!({"job_id": id, "exit_code": 0, "detail": "ok"})).await.unwrap();

@@ -58,3 +58,4 @@ pub use spec::{
     Attachment, AttachmentsStatus, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_RESERVE_TIMEOUT, JobSpec,
     MAX_UNAUTHENTICATED_RESERVE_TIMEOUT, PhaseData, ReserveData, SecretMap, TestData, is_ssh_key_entry,
 };
+pub use yaml::MAX_EXPANDED_BYTES;

@@ -4,6 +4,10 @@
 
 use crate::error::Location;
 
+/// What each node counts for in [`Node::text_bytes`] besides its text: its share of the
+/// tree's own memory, so that many tiny scalars count too.
+pub(crate) const NODE_OVERHEAD_BYTES: usize = 16;
+
 /// One node of the document.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Node {
@@ -45,6 +49,18 @@ impl Node {
             Value::Map(entries) => entries.iter().map(|e| e.value.size()).sum(),
             _ => 0,
         }
+    }
+
+    /// Bytes of text in this subtree: scalar text (as written for non-strings) and mapping
+    /// keys, plus [`NODE_OVERHEAD_BYTES`] per node (used to bound alias expansion by size).
+    pub fn text_bytes(&self) -> usize {
+        let own = match &self.value {
+            Value::Str(s) => s.len(),
+            Value::Seq(items) => items.iter().map(Node::text_bytes).sum(),
+            Value::Map(entries) => entries.iter().map(|e| e.key.len() + e.value.text_bytes()).sum(),
+            _ => self.plain.as_ref().map_or(0, String::len),
+        };
+        NODE_OVERHEAD_BYTES + own
     }
 
     pub fn is_null(&self) -> bool {

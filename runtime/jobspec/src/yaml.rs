@@ -19,10 +19,14 @@ use crate::node::{Entry, Node, Value, index, join, python_float_key};
 pub(crate) const MAX_DEPTH: usize = 128;
 /// Most nodes a document may expand to, counting alias copies (stops "billion laughs").
 pub(crate) const MAX_NODES: usize = 250_000;
+/// Most bytes of text (scalars and keys, plus a small allowance per node) a YAML job may expand
+/// to, counting alias copies: a few aliases of one long scalar are few nodes but many bytes.
+/// Twice the server's default body limit (16 MiB): a document without aliases stays below it.
+pub const MAX_EXPANDED_BYTES: usize = 32 << 20;
 
 /// Parses YAML text into a node tree. Exactly one document is accepted.
 pub(crate) fn parse(text: &str) -> Result<Node, Error> {
-    let mut b = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0 };
+    let mut b = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0, bytes: 0 };
     let (ev, span) = b.next()?;
     if ev != Event::StreamStart {
         return Err(b.unexpected(&ev, span, ""));
@@ -70,6 +74,7 @@ struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: HashMap<usize, Node>,
     nodes: usize,
+    bytes: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -85,8 +90,21 @@ impl<'a> Builder<'a> {
         Error::new(ErrorKind::YamlSyntax, path, Some(loc(span.start)), format!("unexpected YAML event {ev:?}"))
     }
 
-    fn count(&mut self, n: usize, at: Span, path: &str) -> Result<(), Error> {
-        self.nodes += n;
+    /// Counts `n` more nodes holding `bytes` more bytes of text, failing past either bound.
+    fn count(&mut self, n: usize, bytes: usize, at: Span, path: &str) -> Result<(), Error> {
+        self.nodes = self.nodes.saturating_add(n);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(Error::new(
+                ErrorKind::Limit,
+                path,
+                Some(loc(at.start)),
+                format!(
+                    "the document expands to more than {} MiB ({MAX_EXPANDED_BYTES} bytes) of text (alias expansion?)",
+                    MAX_EXPANDED_BYTES >> 20
+                ),
+            ));
+        }
         if self.nodes > MAX_NODES {
             return Err(Error::new(
                 ErrorKind::Limit,
@@ -116,16 +134,17 @@ impl<'a> Builder<'a> {
         let here = Some(loc(span.start));
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
-                self.count(1, span, path)?;
+                self.count(1, crate::node::NODE_OVERHEAD_BYTES + text.len(), span, path)?;
                 let node = scalar(text.as_ref(), style, tag.as_deref(), here, path)?;
                 self.register(anchor, &node);
                 Ok(node)
             }
             Event::Alias(id) => match self.anchors.get(&id) {
                 Some(node) => {
-                    let node = node.clone();
-                    self.count(node.size(), span, path)?;
-                    Ok(node)
+                    // Counted before it is copied: an over-limit copy is never made.
+                    let (size, bytes) = (node.size(), node.text_bytes());
+                    self.count(size, bytes, span, path)?;
+                    Ok(self.anchors[&id].clone())
                 }
                 None => Err(Error::new(
                     ErrorKind::YamlSyntax,
@@ -136,7 +155,7 @@ impl<'a> Builder<'a> {
             },
             Event::SequenceStart(anchor, tag) => {
                 check_collection_tag(tag.as_deref(), "seq", here, path)?;
-                self.count(1, span, path)?;
+                self.count(1, crate::node::NODE_OVERHEAD_BYTES, span, path)?;
                 let mut items = Vec::new();
                 loop {
                     let (ev, span) = self.next()?;
@@ -152,7 +171,7 @@ impl<'a> Builder<'a> {
             }
             Event::MappingStart(anchor, tag) => {
                 check_collection_tag(tag.as_deref(), "map", here, path)?;
-                self.count(1, span, path)?;
+                self.count(1, crate::node::NODE_OVERHEAD_BYTES, span, path)?;
                 let node = self.mapping(here, path, depth)?;
                 self.register(anchor, &node);
                 Ok(node)

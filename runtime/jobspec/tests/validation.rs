@@ -605,6 +605,15 @@ fn yaml_limits_and_tags() {
     let e = JobSpec::from_yaml(&bomb).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Limit, "{e}");
     assert!(e.location().is_some());
+    // Few nodes, many bytes: aliases of one long scalar are bounded by the bytes they expand to.
+    let long = "x".repeat(1 << 20);
+    let mut wide = format!("job_queue: q\nallocate_data:\n  a: &a {long}\n  b: [");
+    wide.push_str(&vec!["*a"; 64].join(", "));
+    wide.push_str("]\n");
+    let e = JobSpec::from_yaml(&wide).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit, "{e}");
+    assert!(e.to_string().contains(&format!("{} bytes", phasebox_jobspec::MAX_EXPANDED_BYTES)), "{e}");
+    assert!(e.location().is_some());
     // Deep nesting.
     let deep = format!("job_queue: q\nallocate_data: {{x: {}1{}}}\n", "[".repeat(200), "]".repeat(200));
     let e = JobSpec::from_yaml(&deep).unwrap_err();

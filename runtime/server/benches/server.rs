@@ -183,6 +183,7 @@ async fn store_cycle(server: &Server, jobs: usize) -> (f64, [f64; 3]) {
             created_at: now,
             attachments_status: None,
             client_id: None,
+            submitter: None,
             job_data: json!({"job_queue": "direct"}).to_string(),
             exclude_agents: Vec::new(),
             tags: Vec::new(),

@@ -3,13 +3,19 @@
 //! * Clients (Testflinger's `client_permissions`) authenticate with HTTP Basic
 //!   `client_id:client_secret` at `POST /v1/oauth2/token`; secrets are stored as Argon2id PHC
 //!   strings. They get an HS256 access token (10 min) whose `permissions` claim carries the
-//!   client's role and limits, and an opaque refresh token (stored as its SHA-256).
+//!   client's role and limits, and an opaque refresh token (stored as its SHA-256). Each
+//!   request with a token looks its client up in the store: what the client may do is its
+//!   record as it is now (a deleted client's tokens are refused with 401, a changed role or
+//!   limit applies at once), not what the token claimed when it was issued.
+//! * Agent clients are bound to the agent names they may act as and the queues they may take
+//!   jobs from ([`bind_agent`]); [`Principal::require_agent_name`] and
+//!   [`Principal::require_agent_queues`] check them.
 //! * [`Caller`] is the extractor every handler takes. It never rejects by itself: the handler
 //!   calls [`Caller::require`] with the roles of its row in the endpoint table, which yields
 //!   401/403 exactly as Testflinger does (reference §3.2). Endpoint access is not hierarchical.
 //! * Library functions for the `phasebox server admin` commands: [`create_client`],
 //!   [`grant_role`], [`set_limits`], [`set_max_priority`], [`set_max_reservation_time`],
-//!   [`set_allowed_queues`], [`set_client_secret`], [`delete_client`], [`add_restricted_queue`],
+//!   [`set_allowed_queues`], [`bind_agent`], [`set_client_secret`], [`delete_client`], [`add_restricted_queue`],
 //!   [`remove_restricted_queue`], and [`generate_client_secret`] for new secrets.
 
 use std::collections::BTreeMap;
@@ -47,12 +53,13 @@ pub const MANAGERS: &[Role] = &[Role::Admin, Role::Manager];
 /// Admin only.
 pub const ADMIN: &[Role] = &[Role::Admin];
 
-/// The `permissions` claim of an access token.
+/// What a client may do: its record as stored now (not as its token claims it), so a changed
+/// role or limit applies at the next request and a deleted client is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
     /// Client id.
     pub client_id: String,
-    /// Role (`contributor` when the claim has none).
+    /// Role.
     pub role: Role,
     /// Queue (or `*`) → highest priority.
     pub max_priority: BTreeMap<String, i64>,
@@ -60,33 +67,23 @@ pub struct Permissions {
     pub allowed_queues: Vec<String>,
     /// Queue (or `*`) → longest reservation (seconds).
     pub max_reservation_time: BTreeMap<String, i64>,
+    /// For an agent client: the agent names it may act as.
+    pub agent_names: Vec<String>,
+    /// For an agent client: the queues it may take jobs from.
+    pub agent_queues: Vec<String>,
 }
 
 impl Permissions {
-    fn from_claim(v: &Value) -> Option<Permissions> {
-        let client_id = v.get("client_id")?.as_str()?.to_owned();
-        let role = match v.get("role").and_then(Value::as_str) {
-            Some(r) => Role::parse(r)?,
-            None => Role::Contributor,
-        };
-        let map = |key: &str| -> BTreeMap<String, i64> {
-            v.get(key)
-                .and_then(Value::as_object)
-                .map(|m| m.iter().filter_map(|(k, v)| v.as_i64().map(|n| (k.clone(), n))).collect())
-                .unwrap_or_default()
-        };
-        let allowed_queues = v
-            .get("allowed_queues")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|q| q.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        Some(Permissions {
-            client_id,
-            role,
-            max_priority: map("max_priority"),
-            allowed_queues,
-            max_reservation_time: map("max_reservation_time"),
-        })
+    fn of(client: ClientRecord) -> Permissions {
+        Permissions {
+            client_id: client.client_id,
+            role: client.role,
+            max_priority: client.max_priority,
+            allowed_queues: client.allowed_queues,
+            max_reservation_time: client.max_reservation_time,
+            agent_names: client.agent_names,
+            agent_queues: client.agent_queues,
+        }
     }
 
     /// The claim for a client record.
@@ -111,6 +108,10 @@ enum Identity {
     Client(Permissions),
     NotBearer,
     BadToken(TokenError),
+    /// A valid token of a client that no longer exists.
+    Deleted(String),
+    /// The store could not be asked who the client is.
+    Unavailable(String),
 }
 
 /// Who is calling: extracted from `Authorization` (and the `agent_name` cookie) before the
@@ -136,6 +137,38 @@ impl Principal {
     pub fn client_id(&self) -> Option<&str> {
         self.permissions.as_ref().map(|p| p.client_id.as_str())
     }
+
+    /// Whether this (agent) client is bound to agent name `name`.
+    pub fn acts_as(&self, name: &str) -> bool {
+        self.permissions.as_ref().is_some_and(|p| p.agent_names.iter().any(|n| n == name))
+    }
+
+    /// For an agent caller: refuses agent names it is not bound to (managers and admins may
+    /// act for any agent, as they set agents' states).
+    pub fn require_agent_name(&self, name: &str) -> ApiResult<()> {
+        if self.role != Role::Agent || self.acts_as(name) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "Agent credential {:?} may not act as agent {name:?} (it is bound to {:?}; an admin binds agent \
+             credentials with `phasebox server admin bind-agent`)",
+            self.client_id().unwrap_or(""),
+            self.permissions.as_ref().map(|p| p.agent_names.as_slice()).unwrap_or_default(),
+        )))
+    }
+
+    /// For an agent caller: refuses queues it is not bound to.
+    pub fn require_agent_queues(&self, queues: &[String]) -> ApiResult<()> {
+        let bound = self.permissions.as_ref().map(|p| p.agent_queues.as_slice()).unwrap_or_default();
+        match queues.iter().find(|q| !bound.contains(q)) {
+            None => Ok(()),
+            Some(q) => Err(ApiError::Forbidden(format!(
+                "Agent credential {:?} may not take jobs from queue {q:?} (it is bound to queues {bound:?}; an \
+                 admin binds agent credentials with `phasebox server admin bind-agent`)",
+                self.client_id().unwrap_or(""),
+            ))),
+        }
+    }
 }
 
 fn roles_message(allowed: &[Role]) -> String {
@@ -149,6 +182,10 @@ impl Caller {
         let principal = match &self.identity {
             Identity::BadToken(e) if e.is_unauthorized() => return Err(ApiError::Unauthorized(e.to_string())),
             Identity::BadToken(e) => return Err(ApiError::Forbidden(e.to_string())),
+            Identity::Deleted(id) => {
+                return Err(ApiError::Unauthorized(format!("Client {id:?} no longer exists; its token is void")));
+            }
+            Identity::Unavailable(e) => return Err(ApiError::Internal(format!("cannot look up the client: {e}"))),
             Identity::Anonymous | Identity::NotBearer if !self.anonymous_access => {
                 return Err(ApiError::Unauthorized("Authentication is required for specified endpoint".into()));
             }
@@ -186,8 +223,15 @@ impl FromRequestParts<AppState> for Caller {
                 Some(token) => {
                     let now = crate::clock::now_micros() / 1_000_000;
                     match state.jwt.verify(token.trim(), now, state.config.jwt_leeway_secs as i64) {
-                        Ok(claim) => match Permissions::from_claim(&claim) {
-                            Some(p) => Identity::Client(p),
+                        Ok(claim) => match claim.get("client_id").and_then(Value::as_str) {
+                            // The token names the client; what it may do is what the store says
+                            // now: a deleted client's tokens stop working at once, a new role
+                            // applies at its next request.
+                            Some(id) => match state.store.get_client(id).await {
+                                Ok(Some(client)) => Identity::Client(Permissions::of(client)),
+                                Ok(None) => Identity::Deleted(id.to_owned()),
+                                Err(e) => Identity::Unavailable(e.to_string()),
+                            },
                             None => Identity::BadToken(TokenError::Invalid),
                         },
                         Err(e) => Identity::BadToken(e),
@@ -278,6 +322,9 @@ pub enum AdminError {
     /// Hashing failed.
     #[error("cannot hash secret: {0}")]
     Crypto(String),
+    /// Only agent clients have an agent binding.
+    #[error("client '{0}' has role {1}, not agent: only agent clients are bound to agent names and queues")]
+    NotAnAgent(String, Role),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -303,16 +350,53 @@ pub async fn create_client(store: &Store, client_id: &str, secret: &str, role: R
         allowed_queues: Vec::new(),
         max_reservation_time: BTreeMap::new(),
         email: None,
+        agent_names: if role == Role::Agent { vec![client_id.to_owned()] } else { Vec::new() },
+        agent_queues: Vec::new(),
     };
     store.put_client(&record, crate::clock::now_micros()).await?;
     Ok(())
 }
 
-/// Changes a client's role (`phasebox server admin set-role`). Takes effect with the client's
-/// next access token.
+/// Binds an agent client to the agent names it may act as and the queues it may take jobs
+/// from (`phasebox server admin bind-agent`), replacing its earlier binding. Takes effect at
+/// its next request.
+pub async fn bind_agent(
+    store: &Store,
+    client_id: &str,
+    agent_names: Vec<String>,
+    agent_queues: Vec<String>,
+) -> Result<(), AdminError> {
+    let client = store.get_client(client_id).await?.ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
+    if client.role != Role::Agent {
+        return Err(AdminError::NotAnAgent(client_id.to_owned(), client.role));
+    }
+    update_client(store, client_id, |c| {
+        c.agent_names = dedup(agent_names);
+        c.agent_queues = dedup(agent_queues);
+    })
+    .await
+    .map(drop)
+}
+
+/// `list` in its order, without repeats.
+fn dedup(list: Vec<String>) -> Vec<String> {
+    let mut unique: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        if !unique.contains(&item) {
+            unique.push(item);
+        }
+    }
+    unique
+}
+
+/// Changes a client's role (`phasebox server admin set-role`). Takes effect at the client's
+/// next request.
 pub async fn grant_role(store: &Store, client_id: &str, role: Role) -> Result<(), AdminError> {
     let mut client = store.get_client(client_id).await?.ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
     client.role = role;
+    if role == Role::Agent && client.agent_names.is_empty() {
+        client.agent_names = vec![client_id.to_owned()];
+    }
     store.put_client(&client, crate::clock::now_micros()).await?;
     Ok(())
 }
@@ -379,13 +463,7 @@ pub async fn set_max_reservation_time(
 /// Replaces the restricted queues a client may submit to (its `allowed_queues`; order kept,
 /// duplicates dropped). The queues need not be restricted (yet).
 pub async fn set_allowed_queues(store: &Store, client_id: &str, queues: Vec<String>) -> Result<(), AdminError> {
-    let mut unique: Vec<String> = Vec::with_capacity(queues.len());
-    for q in queues {
-        if !unique.contains(&q) {
-            unique.push(q);
-        }
-    }
-    update_client(store, client_id, |c| c.allowed_queues = unique).await.map(drop)
+    update_client(store, client_id, |c| c.allowed_queues = dedup(queues)).await.map(drop)
 }
 
 /// Restricts a queue: from then on only clients whose `allowed_queues` list it may submit to

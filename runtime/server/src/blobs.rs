@@ -89,6 +89,20 @@ impl Blobs {
         tokio::fs::try_exists(self.path(kind, key)).await.unwrap_or(false)
     }
 
+    /// How many blobs of `kind` there are and their total size in bytes.
+    pub async fn usage(&self, kind: BlobKind) -> io::Result<(u64, u64)> {
+        let mut entries = tokio::fs::read_dir(self.root.join(kind.dir())).await?;
+        let (mut count, mut bytes) = (0u64, 0u64);
+        while let Some(entry) = entries.next_entry().await? {
+            let meta = entry.metadata().await?;
+            if meta.is_file() {
+                count += 1;
+                bytes = bytes.saturating_add(meta.len());
+            }
+        }
+        Ok((count, bytes))
+    }
+
     /// Deletes a blob (missing is fine).
     pub async fn remove(&self, kind: BlobKind, key: &str) -> io::Result<()> {
         match tokio::fs::remove_file(self.path(kind, key)).await {
@@ -119,6 +133,14 @@ impl BlobWriter {
         let file = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
         file.write_all(bytes).await?;
         Ok(())
+    }
+
+    /// Flushes what was written so far and returns its temporary file, to inspect an upload
+    /// before it is kept.
+    pub async fn flushed_path(&mut self) -> io::Result<&Path> {
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        file.flush().await?;
+        self.tmp.as_deref().ok_or_else(|| io::Error::other("blob writer already finished"))
     }
 
     /// Bytes written so far.

@@ -24,7 +24,8 @@
 //! # PHASEBOX_SECRETS_KEY) the server has no secrets store, as a Testflinger server without one.
 //! # secrets_key_file = "/etc/phasebox/secrets.key"
 //! # HS256 key for access tokens (any length ≥ 32 bytes, raw file contents). Without it (and
-//! # without PHASEBOX_JWT_SIGNING_KEY) a random key is made once and kept in the database.
+//! # without PHASEBOX_JWT_SIGNING_KEY) a random key is made once into `jwt-signing.key` in
+//! # `blob_dir` (mode 0600; refused unless owned by the server's user and closed to others).
 //! # jwt_signing_key_file = "/etc/phasebox/jwt.key"
 //! access_token_ttl_secs = 600
 //! refresh_token_ttl_secs = 518400
@@ -36,6 +37,9 @@
 //! max_attachment_bytes = 1073741824
 //! max_artifact_bytes = 1073741824
 //! max_plugin_bytes = 268435456
+//! # The plugin registry's quota: how many components, and their total size.
+//! max_plugins = 1000
+//! max_plugin_store_bytes = 10737418240
 //! # The longest an agent may wait in `GET /v1/job?...&wait=N` (phasebox long-poll).
 //! max_long_poll_secs = 60
 //! # Jobs, their logs, events, attachments and artifacts are deleted this long after creation
@@ -99,6 +103,10 @@ pub struct ServerConfig {
     pub max_artifact_bytes: u64,
     /// Size limit of a plugin component.
     pub max_plugin_bytes: u64,
+    /// Most components the plugin registry holds.
+    pub max_plugins: u64,
+    /// Most bytes the plugin registry holds.
+    pub max_plugin_store_bytes: u64,
     /// Longest long-poll wait an agent may ask for, in seconds.
     pub max_long_poll_secs: u64,
     /// Days after which finished data is deleted; 0 = never.
@@ -131,6 +139,8 @@ impl Default for ServerConfig {
             max_attachment_bytes: 1 << 30,
             max_artifact_bytes: 1 << 30,
             max_plugin_bytes: 256 << 20,
+            max_plugins: 1000,
+            max_plugin_store_bytes: 10 << 30,
             max_long_poll_secs: 60,
             job_retention_days: 7,
             webhook_url: None,
@@ -155,6 +165,9 @@ impl fmt::Debug for ServerConfig {
             .field("max_result_bytes", &self.max_result_bytes)
             .field("max_attachment_bytes", &self.max_attachment_bytes)
             .field("max_artifact_bytes", &self.max_artifact_bytes)
+            .field("max_plugin_bytes", &self.max_plugin_bytes)
+            .field("max_plugins", &self.max_plugins)
+            .field("max_plugin_store_bytes", &self.max_plugin_store_bytes)
             .field("max_long_poll_secs", &self.max_long_poll_secs)
             .field("job_retention_days", &self.job_retention_days)
             .field("webhook_url", &self.webhook_url)

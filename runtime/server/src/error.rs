@@ -102,11 +102,11 @@ impl IntoResponse for ApiError {
             ApiError::Text(_, text) => (status, text).into_response(),
             ApiError::Store(StoreError::Conflict(m)) => message(status, &m),
             ApiError::Store(e) => {
-                tracing::error!(error = %e, "store error");
+                tracing::error!(error = ?e.to_string(), "store error");
                 message(status, "Internal server error")
             }
             ApiError::Internal(e) => {
-                tracing::error!(error = %e, "internal error");
+                tracing::error!(error = ?e, "internal error");
                 message(status, "Internal server error")
             }
         }

@@ -37,6 +37,7 @@ pub mod error;
 pub mod handlers;
 pub mod hub;
 pub mod jwt;
+pub mod keyfile;
 pub mod metrics;
 pub mod openapi;
 mod router;
@@ -51,7 +52,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use zeroize::Zeroizing;
 
 pub use config::{ConfigError, ServerConfig};
 pub use error::ApiError;
@@ -80,15 +80,17 @@ pub async fn build_state(config: ServerConfig) -> Result<AppState, ServerError> 
     let blobs = blobs::Blobs::open(&config.blob_dir)?;
     let jwt_key = match config.jwt_signing_key()? {
         Some(k) => k,
-        None => {
-            // No configured key: one random key, made once and kept in the database, so
-            // tokens survive restarts and are shared by replicas.
-            let mut fresh = Zeroizing::new([0u8; 32]);
-            getrandom::fill(fresh.as_mut_slice()).map_err(std::io::Error::other)?;
-            let stored = store.setting_or_insert("jwt_signing_key", &hex::encode(fresh.as_slice())).await?;
-            Zeroizing::new(stored.into_bytes())
-        }
+        // No configured key: one random key, made once into a file in the state directory
+        // (shared by replicas), so tokens survive restarts.
+        None => keyfile::load_or_create(&config.blob_dir.join(keyfile::GENERATED_JWT_KEY_FILE))?,
     };
+    if store.delete_setting(keyfile::LEGACY_DATABASE_SETTING).await? {
+        tracing::warn!(
+            "deleted the JWT signing key that an earlier version kept in the database: access tokens signed \
+             with it are refused from now on (clients get new ones with their refresh tokens or credentials), \
+             and backups of the database made before no longer hold a key that is in use"
+        );
+    }
     let secrets = config.secrets_key()?.map(|k| secrets::SecretsKey::new(&k));
     if secrets.is_none() {
         tracing::warn!("no secrets key configured: the secrets store is disabled");

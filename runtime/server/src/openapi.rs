@@ -151,6 +151,27 @@ impl Op {
         self
     }
 
+    /// The job's owner only: its submitter or an admin (anyone with the id of a job submitted
+    /// without credentials).
+    fn owned(self) -> Op {
+        self.err(401, "Missing or expired token, or the job was submitted with credentials and the caller has none.")
+            .err(
+                403,
+                "The caller's role may not use this endpoint, or the job belongs to another client (only its \
+                 submitter and admins may access it).",
+            )
+    }
+
+    /// The agent that claimed the job only (its credential is bound to the job's agent name).
+    fn claimed(self) -> Op {
+        self.err(
+            403,
+            "The caller's role may not use this endpoint, or the job was not claimed by an agent its credential is \
+             bound to.",
+        )
+        .err(404, "No such job.")
+    }
+
     fn ok_json(self, description: &str, schema: Value) -> Op {
         self.resp(200, description, Some(("application/json", schema)))
     }
@@ -289,7 +310,12 @@ pub fn document(config: &ServerConfig) -> Value {
             .agent_cookie()
             .ok_json("The job as dispatched, secrets resolved to values.", schema_ref("DispatchedJob"))
             .resp(204, "No job (at once, or when the long-poll deadline passed).", None)
-            .err(400, "No `queue` given, or `wait` is not a number."),
+            .err(400, "No `queue` given, or `wait` is not a number.")
+            .err(
+                403,
+                "The caller is not an agent, or its credential is not bound to the cookie's agent name or to every \
+                 queue asked for.",
+            ),
     );
     add(
         "/v1/job/search",
@@ -304,7 +330,11 @@ pub fn document(config: &ServerConfig) -> Value {
                     "setup", "provision", "firmware_update", "test", "allocate", "allocated", "reserve",
                     "cleanup", "cancelled", "completed", "active"]}}),
             )
-            .ok_json("Matching jobs in submission order.", json!({"type": "array", "items": schema_ref("JobSummary")}))
+            .ok_json(
+                "Matching jobs in submission order (`job_id` null for jobs submitted without credentials, except for \
+                 admins: such an id is the job's credential).",
+                json!({"type": "array", "items": schema_ref("JobSummary")}),
+            )
             .resp(422, "Unknown parameter or value.", Some(("application/json", schema_ref("ValidationError")))),
     );
     add(
@@ -312,6 +342,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "get",
         users(Op::new("getJob", "jobs", "A job as submitted"))
             .job_id()
+            .owned()
             .ok_json("The job definition plus `job_id` (secret paths, never values).", schema_ref("Job"))
             .resp(204, "No such job.", None),
     );
@@ -320,6 +351,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "get",
         users(Op::new("jobPosition", "jobs", "Position of a waiting job in its queue"))
             .job_id()
+            .owned()
             .resp(200, "0-based position, as text.", text())
             .resp(410, "Unknown or no longer waiting (plain text).", text()),
     );
@@ -328,6 +360,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "post",
         users(Op::new("jobAction", "jobs", "Cancel a job"))
             .job_id()
+            .owned()
             .json_body(
                 json!({"type": "object", "required": ["action"], "additionalProperties": false,
                        "properties": {"action": {"type": "string", "enum": ["cancel"]}}}),
@@ -342,6 +375,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "get",
         agent(Op::new("getAttachments", "jobs", "Download a job's attachments archive (agents)"))
             .job_id()
+            .claimed()
             .resp(
                 200,
                 "The archive.",
@@ -353,10 +387,16 @@ pub fn document(config: &ServerConfig) -> Value {
         "/v1/job/{job_id}/attachments",
         "post",
         users(Op::new("postAttachments", "jobs", "Upload a job's attachments archive"))
-            .desc("The job becomes claimable once this succeeds. Idempotent once complete.")
+            .desc(
+                "The job becomes claimable once this succeeds. One upload only: accepted while the job waits for \
+                   its attachments and no other upload has begun; once complete, another upload is answered 200 \
+                   and changes nothing.",
+            )
             .job_id()
+            .owned()
             .multipart_file("`file`: the tar.gz in Testflinger's layout (`<phase>/<file>`).")
             .ok_text()
+            .err(409, "Another upload of the job's attachments is in progress.")
             .err(413, "Larger than `max_attachment_bytes`; nothing stored.")
             .resp(422, "The job is not waiting, or not awaiting attachments (plain text).", text()),
     );
@@ -369,10 +409,14 @@ pub fn document(config: &ServerConfig) -> Value {
                    host of the server's `webhook_url`; the webhook's answer is relayed.",
             )
             .job_id()
+            .claimed()
             .json_body(schema_ref("StatusUpdate"), "The agent's events (all of them so far).")
             .resp(200, "The webhook's body and status.", text())
-            .err(403, "`job_status_webhook` is not on the configured webhook host.")
-            .err(404, "No such job.")
+            .err(
+                403,
+                "`job_status_webhook` is not on the configured webhook host, or the job was not claimed by an agent \
+                 the credential is bound to.",
+            )
             .validation()
             .err(500, "No `webhook_url` configured, or the webhook refused authentication.")
             .err(502, "The webhook could not be reached.")
@@ -385,6 +429,11 @@ pub fn document(config: &ServerConfig) -> Value {
         "post",
         agent(Op::new("postResult", "results", "Post results and job state (agents)"))
             .job_id()
+            .err(
+                403,
+                "The caller's role may not use this endpoint, or the job was not claimed by an agent its credential \
+                 is bound to.",
+            )
             .json_body(schema_ref("ResultPost"), "Fields are replaced as given; an unknown job is a silent no-op.")
             .ok_text()
             .err(413, "`max_result_bytes` or more (`Payload too large`).")
@@ -394,7 +443,9 @@ pub fn document(config: &ServerConfig) -> Value {
         "/v1/result/{job_id}",
         "get",
         any(Op::new("getResult", "results", "A job's results with its logs"))
+            .desc("For the job's owner (its submitter or an admin) and the agent that claimed it.")
             .job_id()
+            .owned()
             .ok_json("Job state, per-phase status and output.", schema_ref("ResultGet"))
             .resp(204, "No such job.", None),
     );
@@ -403,6 +454,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "post",
         agent(Op::new("postArtifact", "results", "Upload a job's artifacts archive (agents)"))
             .job_id()
+            .claimed()
             .multipart_file("`file`: the artifacts tar.gz; replaces an earlier one.")
             .ok_text()
             .err(413, "Larger than `max_artifact_bytes`; nothing stored."),
@@ -412,6 +464,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "get",
         users(Op::new("getArtifact", "results", "Download a job's artifacts archive"))
             .job_id()
+            .owned()
             .resp(
                 200,
                 "`artifact.tar.gz`.",
@@ -424,10 +477,11 @@ pub fn document(config: &ServerConfig) -> Value {
         "post",
         agent(Op::new("postLog", "results", "Post one log fragment (agents)"))
             .job_id()
+            .claimed()
             .path("log_type", "Which log.", log_type.clone())
             .json_body(schema_ref("LogPost"), "One fragment.")
             .ok_text()
-            .err(404, "Unknown `log_type`.")
+            .err(404, "Unknown `log_type`, or no such job.")
             .validation(),
     );
     add(
@@ -435,6 +489,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "get",
         users(Op::new("getLog", "results", "A job's log, per phase"))
             .job_id()
+            .owned()
             .path("log_type", "Which log.", log_type)
             .query(
                 "start_fragment",
@@ -514,6 +569,11 @@ pub fn document(config: &ServerConfig) -> Value {
             )
             .path("agent", "Agent name.", string())
             .json_body(schema_ref("AgentIn"), "Fields to set.")
+            .err(
+                403,
+                "The caller's role may not use this endpoint, or (an agent) its credential is not bound to this \
+                 agent name.",
+            )
             .ok_json(
                 "Stored; `Set-Cookie: agent_name=<agent>`.",
                 json!({"type": "object", "properties": {"status": {"const": "OK"}}}),
@@ -525,6 +585,7 @@ pub fn document(config: &ServerConfig) -> Value {
         "post",
         agent(Op::new("postProvisionLog", "agents", "Record a provision outcome (agents)"))
             .path("agent", "Agent name.", string())
+            .err(403, "The caller is not an agent, or its credential is not bound to this agent name.")
             .json_body(
                 json!({"type": "object", "required": ["job_id", "exit_code"], "additionalProperties": false,
                        "properties": {"job_id": string(), "exit_code": {"type": "integer"}, "detail": string()}}),
@@ -560,7 +621,7 @@ pub fn document(config: &ServerConfig) -> Value {
         users(Op::new("queueJobs", "queues", "Jobs of a queue, any state"))
             .path("queue", "Queue name.", string())
             .ok_json(
-                "In submission order.",
+                "In submission order (`job_id` null for jobs submitted without credentials, except for admins).",
                 json!({"type": "array", "items": {"allOf": [schema_ref("JobSummary"),
                     {"type": "object", "properties": {"job_queue": string()}}]}}),
             )
@@ -628,13 +689,17 @@ pub fn document(config: &ServerConfig) -> Value {
         "put",
         managers(Op::new("putClient", "admin", "Create or update a client"))
             .desc(
-                "The caller's role must be at least the client's current and new role. `testflinger-admin` \
-                   cannot be changed through the API.",
+                "The caller's role must be at least the client's current and new role; only admins create or \
+                   change agent clients. `testflinger-admin` cannot be changed through the API.",
             )
             .path("client_id", "Client id.", string())
             .json_body(schema_ref("ClientPermissionsIn"), "Fields to set; `client_secret` is required to create.")
             .resp(200, "`Created|Updated permissions for client '<id>'` (plain text).", text())
             .err(400, "Creating without `client_secret`, or malformed JSON.")
+            .err(
+                403,
+                "The caller's role is below the client's current or new role, or a manager touches an agent client.",
+            )
             .validation(),
     );
     add(
@@ -691,6 +756,7 @@ pub fn document(config: &ServerConfig) -> Value {
                    terminal state and every event was sent. Resume with `after` or `Last-Event-ID`.",
             )
             .job_id()
+            .owned()
             .query("after", "Only events with a greater sequence number.", json!({"type": "integer"}))
             .query(
                 "kind",
@@ -709,22 +775,29 @@ pub fn document(config: &ServerConfig) -> Value {
     add(
         "/phasebox/v1/plugins",
         "post",
-        users(Op::new("postPlugin", "phasebox", "Store a plugin component"))
+        admin(Op::new("postPlugin", "phasebox", "Store a plugin component (admins)"))
             .body("application/wasm", wasm.clone(), true, "The component; stored under its sha256.")
             .ok_json("Stored.", stored.clone())
             .err(400, "Empty body.")
-            .err(413, "Larger than `max_plugin_bytes`."),
+            .err(
+                413,
+                "Larger than `max_plugin_bytes`, or past the registry's `max_plugins` or `max_plugin_store_bytes`.",
+            )
+            .err(422, "Not a valid WebAssembly component; nothing stored."),
     );
     add(
         "/phasebox/v1/plugins/{sha256}",
         "put",
-        users(Op::new("putPlugin", "phasebox", "Store a plugin component under its hash"))
+        admin(Op::new("putPlugin", "phasebox", "Store a plugin component under its hash (admins)"))
             .path("sha256", "The component's sha256 (64 hex digits).", sha.clone())
             .body("application/wasm", wasm.clone(), true, "The component; must hash to `sha256`.")
             .ok_json("Stored.", stored)
             .err(400, "Not a sha256, or an empty body.")
-            .err(413, "Larger than `max_plugin_bytes`.")
-            .err(422, "The body hashes to something else; nothing stored."),
+            .err(
+                413,
+                "Larger than `max_plugin_bytes`, or past the registry's `max_plugins` or `max_plugin_store_bytes`.",
+            )
+            .err(422, "The body hashes to something else, or is not a valid WebAssembly component; nothing stored."),
     );
     add(
         "/phasebox/v1/plugins/{sha256}",
@@ -739,11 +812,18 @@ pub fn document(config: &ServerConfig) -> Value {
         add(
             "/metrics",
             "get",
-            Op::new("metrics", "phasebox", "Prometheus metrics").public().resp(
-                200,
-                "Text exposition format 0.0.4 (queue depth, jobs by state, claim latency, requests, …).",
-                Some(("text/plain", string())),
-            ),
+            Op::new("metrics", "phasebox", "Prometheus metrics")
+                .desc(
+                    "Any authenticated client (a scraper logs in with client credentials, e.g. Prometheus' `oauth2` \
+                     block against `/v1/oauth2/token`); anonymous requests are refused even with anonymous access. \
+                     `metrics_listen` serves it without authentication on an address of its own instead.",
+                )
+                .roles(auth::ANY, false)
+                .resp(
+                    200,
+                    "Text exposition format 0.0.4 (queue depth, jobs by state, claim latency, requests, …).",
+                    Some(("text/plain", string())),
+                ),
         );
     }
 
@@ -850,7 +930,7 @@ fn components() -> Value {
                 "started_at": {"type": "string"}, "client_id": string(),
                 "attachments_status": {"type": "string", "enum": ["waiting", "complete"]}}}]},
             "JobSummary": {"type": "object", "properties": {
-                "job_id": string(), "created_at": {"type": "string"}, "job_state": string()}},
+                "job_id": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "job_state": string()}},
             "StatusUpdate": {"type": "object", "required": ["job_status_webhook"], "additionalProperties": false,
                 "properties": {"agent_id": string(), "job_queue": string(),
                     "job_status_webhook": {"type": "string", "format": "uri"},
@@ -887,14 +967,19 @@ fn components() -> Value {
                 "max_priority": int_map("Queue (or `*`) → highest job priority."),
                 "max_reservation_time": int_map("Queue (or `*`) → longest reservation, seconds."),
                 "role": {"type": "string", "enum": ["admin", "manager", "contributor", "agent"]},
-                "email": {"type": "string", "format": "email"}}},
+                "email": {"type": "string", "format": "email"},
+                "agent_names": {"type": "array", "items": {"type": "string", "minLength": 1},
+                                "description": "Agent clients (phasebox, admins only): the agent names it may act as."},
+                "agent_queues": {"type": "array", "items": {"type": "string", "minLength": 1},
+                                 "description": "Agent clients (phasebox, admins only): the queues it may take jobs from."}}},
             "ClientPermissionsOut": {"type": "object", "properties": {
                 "client_id": string(),
                 "max_priority": int_map("Queue (or `*`) → highest job priority."),
                 "allowed_queues": strings(),
                 "max_reservation_time": int_map("Queue (or `*`) → longest reservation, seconds."),
                 "role": {"type": "string", "enum": ["admin", "manager", "contributor", "agent"]},
-                "email": {"type": ["string", "null"]}}},
+                "email": {"type": ["string", "null"]},
+                "agent_names": strings(), "agent_queues": strings()}},
             "SecretIn": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
                 "value": {"type": "string", "minLength": 1, "writeOnly": true},
                 "expire_after": {"type": ["integer", "null"], "minimum": 1,

@@ -91,7 +91,7 @@ pub fn router(state: AppState) -> Router {
 /// `/metrics` alone, for the separate listener of `metrics_listen`.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", get(ext::metrics))
+        .route("/metrics", get(ext::metrics_unauthenticated))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -102,11 +102,11 @@ pub async fn forward(st: &AppState, webhook: &str, body: &Map<String, Value>) ->
                 return Ok((status, body).into_response());
             }
             Ok(Err(e)) => {
-                tracing::warn!(webhook = %target.authority, error = %e, "webhook call failed");
+                tracing::warn!(webhook = ?target.authority, error = %e, "webhook call failed");
                 last = Some(StatusCode::BAD_GATEWAY);
             }
             Err(_) => {
-                tracing::warn!(webhook = %target.authority, "webhook call timed out");
+                tracing::warn!(webhook = ?target.authority, "webhook call timed out");
                 last = Some(StatusCode::GATEWAY_TIMEOUT);
             }
         }

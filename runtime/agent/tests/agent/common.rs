@@ -121,6 +121,18 @@ impl TestServer {
             .collect()
     }
 
+    /// Binds the agent credential to the devices of `setup` too (as an admin does for a real
+    /// agent: its agent names and queues).
+    pub async fn bind(&self, setup: &AgentSetup) {
+        let client = self.state.store.get_client(AGENT_ID).await.unwrap().expect("the agent client");
+        let (mut names, mut queues) = (client.agent_names, client.agent_queues);
+        for (name, queue) in &setup.duts {
+            names.push(name.clone());
+            queues.push(queue.clone());
+        }
+        auth::bind_agent(&self.state.store, AGENT_ID, names, queues).await.unwrap();
+    }
+
     /// The agent document of `name`.
     pub async fn agent_doc(&self, name: &str) -> Option<serde_json::Map<String, Value>> {
         self.state.store.get_agent(name).await.unwrap().map(|(doc, _)| doc)
@@ -199,6 +211,8 @@ impl Dut {
 pub struct AgentSetup {
     pub dir: TempDir,
     pub path: PathBuf,
+    /// Each device's agent name and queue.
+    pub duts: Vec<(String, String)>,
 }
 
 impl AgentSetup {
@@ -233,7 +247,7 @@ impl AgentSetup {
         }
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
-        AgentSetup { dir, path }
+        AgentSetup { dir, path, duts: duts.iter().map(|d| (d.name.clone(), d.queue.clone())).collect() }
     }
 
     pub fn config(&self) -> AgentConfig {

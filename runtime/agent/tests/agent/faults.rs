@@ -26,6 +26,7 @@ async fn output_arrives_complete_and_in_order_across_a_server_restart() {
     let sim = DutSim::start(DutSimConfig { name: "sim-r".into(), ..Default::default() }).await.unwrap();
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::on_sim("sim-r", "qr", &sim)]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let job_id = server.anon().submit_job(&counting("qr", 60, "0.1")).await.unwrap();
     // Some output has reached the server.
@@ -69,6 +70,7 @@ async fn an_agent_killed_mid_phase_reports_the_job_on_restart_and_cleans_the_dev
     let server = TestServer::start().await;
     let client = server.anon();
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::on_sim("sim-k", "qk", &sim)]);
+    server.bind(&setup).await;
     let agent = KillableAgent::start(&setup);
     let job_id = client.submit_job(&counting("qk", 600, "0.05")).await.unwrap();
     agent.seen.wait_for(Duration::from_secs(60), Seen::phase_started(Phase::Test)).await;
@@ -114,6 +116,7 @@ async fn a_dut_with_a_broken_device_config_does_not_stop_another() {
     let mut bad = Dut::new("bad", "q-bad");
     bad.device = Some("this is [not a device config".into());
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[good, bad]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
 
     let job_id = client.submit_job(&json!({"job_queue": "q-good", "test_data": {"test_cmds": "true"}})).await.unwrap();
@@ -141,6 +144,7 @@ async fn sigterm_cancels_a_running_job_within_the_grace_period_and_reports_it() 
     let server = TestServer::start().await;
     let client = server.anon();
     let setup = AgentSetup::new(&server.url(), "phasebox", "grace_period = \"2s\"", &[Dut::new("dut-t", "qt")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let job = json!({
         "job_queue": "qt",

@@ -36,6 +36,7 @@ async fn a_job_runs_to_complete_over_long_poll_with_fragments_in_order_results_a
     logging();
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-a", "qa")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let client = server.anon();
     wait_until(Duration::from_secs(60), "dut-a registered", || async {
@@ -119,6 +120,7 @@ async fn a_job_runs_to_complete_with_testflinger_polling() {
     logging();
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), "testflinger", "", &[Dut::new("dut-tf", "qt")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let client = server.anon();
     let job_id = client.submit_job(&seven_phases("qt", json!({"allocate": true}))).await.unwrap();
@@ -134,6 +136,7 @@ async fn cancel_during_a_phase(protocol: &str) {
     logging();
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), protocol, "", &[Dut::new("dut-c", "qc")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let client = server.anon();
     let job = seven_phases("qc", probe(json!({"attack": "sleep", "ms": 60_000})));
@@ -179,6 +182,7 @@ async fn secrets_reach_the_device_redacted_everywhere_and_never_touch_the_agents
     let sim = DutSim::start(DutSimConfig { name: "sim-s".into(), ..Default::default() }).await.unwrap();
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::on_sim("sim-s", "qs", &sim)]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let user = server.user();
     user.put_secret(USER_ID, "lab/token", &Secret::new(TOKEN)).await.unwrap();
@@ -288,6 +292,7 @@ async fn agent_states_set_on_the_server_are_honoured() {
     let server = TestServer::start().await;
     // The default 30 s long-poll: a state set on the server ends the waiting claim at once.
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-m", "qm")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let client = server.anon();
     let mut admin = ClientConfig::new(server.url());
@@ -324,6 +329,7 @@ async fn attachments_are_downloaded_once_complete_and_mounted_for_their_phase() 
     logging();
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-at", "qa2")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let client = server.anon();
     let job = json!({
@@ -365,6 +371,7 @@ async fn a_job_the_runner_cannot_plan_ends_with_the_reason() {
     logging();
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-r", "qr2")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let client = server.anon();
     let job = json!({"job_queue": "qr2", "test_data": {"test_cmds": "true", "phasebox": {"plugin": "no-such-plugin"}}});
@@ -385,6 +392,7 @@ async fn an_idle_dut_sends_heartbeats() {
     let server = TestServer::start().await;
     let extra = "heartbeat = \"300ms\"\nlong_poll = \"1s\"";
     let setup = AgentSetup::new(&server.url(), "phasebox", extra, &[Dut::new("dut-h", "qh")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let updated = || async { server.state.store.get_agent("dut-h").await.unwrap().map(|(_, at)| at) };
     wait_until(Duration::from_secs(60), "registered", || async { updated().await.is_some() }).await;
@@ -456,6 +464,7 @@ async fn status_events_reach_the_jobs_webhook_and_never_hold_up_the_job() {
     .await
     .unwrap();
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-w", "hooks")]);
+    server.bind(&setup).await;
     let _agent = RunningAgent::start(&setup);
     let client = server.anon();
     let mut job = seven_phases("hooks", json!({}));
@@ -491,6 +500,7 @@ async fn status_events_reach_the_jobs_webhook_and_never_hold_up_the_job() {
     // dropped with a log, and the job's own output and results are not held up.
     let plain = TestServer::start().await;
     let setup = AgentSetup::new(&plain.url(), "phasebox", "", &[Dut::new("dut-x", "hooks")]);
+    plain.bind(&setup).await;
     let _agent = RunningAgent::start(&setup);
     let mut job = seven_phases("hooks", json!({}));
     job["job_status_webhook"] = json!("http://127.0.0.1:9/hook");
@@ -507,6 +517,7 @@ async fn an_infrastructure_error_takes_the_device_offline() {
     let mut dut = Dut::new("dut-q", "quarantine");
     dut.runner.plugins.push(phasebox_guests::path("noprovision"));
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[dut]);
+    server.bind(&setup).await;
     let _agent = RunningAgent::start(&setup);
     let client = server.anon();
     let job = json!({

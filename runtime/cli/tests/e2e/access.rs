@@ -32,7 +32,7 @@ async fn a_restricted_queue_refuses_clients_without_rights_and_runs_its_owners_j
     assert!(run.stdout.starts_with("Job submitted successfully!\n"), "{}", run.stdout);
     assert_eq!(run.stdout.matches("owner's job on sim-b3\n").count(), 1, "{}", run.stdout);
     assert!(run.stderr.contains("Job completed"), "{}", run.stderr);
-    let shown: serde_json::Value = serde_json::from_str(&lab.cli(&["show", &id], &[]).await.ok().stdout).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&lab.cli(&["show", &id], &owner).await.ok().stdout).unwrap();
     assert_eq!(shown["job_queue"], "sim-b3");
     let results = lab.results(&id).await;
     assert_eq!(results["device_info"]["agent_name"], "sim-b3");

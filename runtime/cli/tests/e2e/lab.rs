@@ -31,6 +31,9 @@ pub const AGENTS: [(&str, [&str; 3]); 2] =
 pub const USER: &str = "lab-user";
 pub const OWNER: &str = "owner";
 pub const STRANGER: &str = "stranger";
+/// An admin: the lab's helpers read every job (a job submitted with credentials belongs to its
+/// submitter and the admins).
+pub const ADMIN: &str = "lab-admin";
 /// Every client's secret key (the agents' included).
 pub const CLIENT_SECRET: &str = "e2e-client-secret-0123456789";
 /// The image the image server serves at `/images/e2e.img`.
@@ -308,7 +311,14 @@ impl Lab {
 
     /// An anonymous API client, for waiting on the server's view.
     pub fn client(&self) -> Client {
-        Client::new(ClientConfig::new(self.url())).unwrap()
+        let mut config = ClientConfig::new(self.url());
+        config.credentials = Some(phasebox_client::Credentials::new(ADMIN, CLIENT_SECRET));
+        Client::new(config).unwrap()
+    }
+
+    /// The environment that logs `phasebox` in as the lab's admin.
+    pub fn admin_env() -> [(&'static str, &'static str); 2] {
+        [("PHASEBOX_CLIENT_ID", ADMIN), ("PHASEBOX_SECRET_KEY", CLIENT_SECRET)]
     }
 
     /// The whole output log of a job as the server has it (empty when it cannot say).
@@ -380,20 +390,20 @@ impl Lab {
 
     /// `phasebox results` of a job, parsed.
     pub async fn results(&self, job_id: &str) -> Value {
-        let run = self.cli(&["results", job_id], &[]).await;
+        let run = self.cli(&["results", job_id], &Self::admin_env()).await;
         serde_json::from_str(&run.ok().stdout).unwrap()
     }
 
     /// `phasebox poll` of a job until it ends (at most `limit`).
     pub async fn poll(&self, job_id: &str, limit: Duration) -> Run {
-        self.cli_within(&["poll", "--interval", "0.3", job_id], &[], limit).await
+        self.cli_within(&["poll", "--interval", "0.3", job_id], &Self::admin_env(), limit).await
     }
 
     /// `phasebox artifacts` of a job: the files of the tarball (path, content), or `None` when
     /// the job has none.
     pub async fn artifacts(&self, job_id: &str) -> Option<Vec<(String, String)>> {
         let file = self.dir().join(format!("home/out/{job_id}.tgz"));
-        let run = self.cli(&["artifacts", "--filename", &file.display().to_string(), job_id], &[]).await;
+        let run = self.cli(&["artifacts", "--filename", &file.display().to_string(), job_id], &Self::admin_env()).await;
         if run.code == Some(2) && run.stderr.contains("No artifacts tarball found for that job id.") {
             return None;
         }
@@ -451,12 +461,17 @@ impl Drop for Lab {
 /// The server's clients and restricted queues, written to its database before it first starts.
 async fn seed(config: &ServerConfig, setup: &Setup) {
     let state = phasebox_server::build_state(config.clone()).await.expect("the server's store");
-    for (agent, _) in AGENTS {
+    for (agent, duts) in AGENTS {
         auth::create_client(&state.store, agent, CLIENT_SECRET, Role::Agent).await.unwrap();
+        // Each agent acts as its devices, on the lab's queue and each device's own.
+        let names: Vec<String> = duts.iter().map(|d| (*d).to_owned()).collect();
+        let queues: Vec<String> = std::iter::once(QUEUE.to_owned()).chain(names.iter().cloned()).collect();
+        auth::bind_agent(&state.store, agent, names, queues).await.unwrap();
     }
     for user in [USER, OWNER, STRANGER] {
         auth::create_client(&state.store, user, CLIENT_SECRET, Role::Contributor).await.unwrap();
     }
+    auth::create_client(&state.store, ADMIN, CLIENT_SECRET, Role::Admin).await.unwrap();
     for (queue, owner) in &setup.restricted {
         state.store.restrict_queue(queue, owner).await.unwrap();
     }

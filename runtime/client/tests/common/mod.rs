@@ -85,13 +85,16 @@ impl TestServer {
     /// An agent client registered as `name` on `queues`.
     pub async fn agent(&self, name: &str, queues: &[&str]) -> Client {
         let agent = self.client(name, Role::Agent).await;
+        let queue_names: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+        auth::bind_agent(&self.state.store, name, vec![name.to_owned()], queue_names).await.expect("bind agent");
         agent.post_agent_data(name, &json!({"state": "waiting", "queues": queues})).await.expect("register agent");
         agent
     }
 
-    /// How many requests the server answered on `route` with `status` (from `/metrics`).
+    /// How many requests the server answered on `route` with `status` (from the server's metrics).
     pub async fn requests(&self, route: &str, status: u16) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.url())).await.unwrap().text().await.unwrap();
+        // Read in-process: `/metrics` needs a login, which would count as a request itself.
+        let text = self.state.metrics.render(&self.state.store).await.unwrap();
         let needle = format!("route=\"{route}\",status=\"{status}\"");
         text.lines()
             .filter(|l| l.starts_with("phasebox_http_requests_total") && l.contains(&needle))

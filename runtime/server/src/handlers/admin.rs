@@ -60,7 +60,7 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let Some(client) = client.filter(|c| ok && c.secret_hash.is_some()) else {
-        tracing::warn!(client_id = %client_id, "authentication failed");
+        tracing::warn!(client_id = ?client_id, "authentication failed");
         return Err(unauthorized_text("Invalid client id or client key"));
     };
     let (refresh, hash) = auth::new_refresh_token();
@@ -69,7 +69,7 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<
     st.store.insert_refresh_token(&hash, &client.client_id, now, expires).await?;
     let mut body = token_response(&st, &client);
     body.insert("refresh_token".into(), Value::String(refresh));
-    tracing::info!(client_id = %client.client_id, role = %client.role, "token issued");
+    tracing::info!(client_id = ?client.client_id, role = %client.role, "token issued");
     Ok(Json(Value::Object(body)))
 }
 
@@ -187,7 +187,7 @@ pub async fn add_restricted(
         return Err(ApiError::NotFound(format!("Queue '{queue}' does not exist.")));
     }
     st.store.restrict_queue(&queue, &client_id).await?;
-    tracing::info!(queue = %queue, client_id = %client_id, "queue restricted");
+    tracing::info!(queue = ?queue, client_id = ?client_id, "queue restricted");
     Ok(ok_text())
 }
 
@@ -204,21 +204,37 @@ pub async fn delete_restricted(
     if !st.store.unrestrict_queue(&queue, &client_id).await? {
         return Err(ApiError::NotFound(format!("Queue '{queue}' is not restricted.")));
     }
-    tracing::info!(queue = %queue, client_id = %client_id, "queue unrestricted");
+    tracing::info!(queue = ?queue, client_id = ?client_id, "queue unrestricted");
     Ok(ok_text())
 }
 
 // --------------------------------------------------------------------- client permissions
 
 fn client_out(c: &ClientRecord) -> Value {
-    json!({
+    let mut out = json!({
         "client_id": c.client_id,
         "max_priority": c.max_priority,
         "allowed_queues": c.allowed_queues,
         "max_reservation_time": c.max_reservation_time,
         "role": c.role.as_str(),
         "email": c.email,
-    })
+    });
+    if c.role == Role::Agent {
+        out["agent_names"] = json!(c.agent_names);
+        out["agent_queues"] = json!(c.agent_queues);
+    }
+    out
+}
+
+/// A list of non-empty strings, or a field error.
+fn string_list(v: &Value, field: &str, errors: &mut FieldErrors) -> Vec<String> {
+    match v.as_array().map(|a| a.iter().map(|x| x.as_str().filter(|s| !s.is_empty())).collect::<Option<Vec<_>>>()) {
+        Some(Some(items)) => items.into_iter().map(str::to_owned).collect(),
+        _ => {
+            errors.add(field, "Not a valid list of non-empty strings.");
+            Vec::new()
+        }
+    }
 }
 
 /// `GET /v1/client-permissions` (manager, admin).
@@ -257,7 +273,9 @@ fn int_map(v: &Value, field: &str, errors: &mut FieldErrors) -> BTreeMap<String,
 }
 
 /// `PUT /v1/client-permissions/<id>` (manager, admin): create or update a client. The caller's
-/// role must be at least the client's current role and the new one.
+/// role must be at least the client's current role and the new one; only admins create or
+/// change agent clients, whose `agent_names` and `agent_queues` (phasebox additions) bind them
+/// to the agents they may act as and the queues they may take jobs from.
 pub async fn put_client(
     State(st): State<AppState>,
     caller: Caller,
@@ -267,7 +285,10 @@ pub async fn put_client(
     let principal = caller.require(auth::MANAGERS)?;
     let map = json_object(&body)?;
     let mut errors = FieldErrors::default();
-    errors.unknown(&map, &["client_secret", "max_priority", "max_reservation_time", "role", "email"]);
+    errors.unknown(
+        &map,
+        &["client_secret", "max_priority", "max_reservation_time", "role", "email", "agent_names", "agent_queues"],
+    );
     let secret = match map.get("client_secret") {
         None => None,
         Some(Value::String(s)) if s.chars().count() >= 15 => Some(Zeroizing::new(s.clone())),
@@ -300,6 +321,8 @@ pub async fn put_client(
             None
         }
     };
+    let agent_names = map.get("agent_names").map(|v| string_list(v, "agent_names", &mut errors));
+    let agent_queues = map.get("agent_queues").map(|v| string_list(v, "agent_queues", &mut errors));
     errors.check("json")?;
     if id == PROTECTED_CLIENT {
         return Err(ApiError::Unprocessable(format!("Client '{PROTECTED_CLIENT}' cannot be modified through the API")));
@@ -312,6 +335,18 @@ pub async fn put_client(
             "Role '{}' cannot modify a client with role '{current_role}' or grant role '{new_role}'",
             principal.role
         )));
+    }
+    // An agent credential receives the secrets of the jobs it claims: only admins make one or
+    // change one (its secret, its binding).
+    let touches_agent = current_role == Role::Agent || new_role == Role::Agent;
+    if touches_agent && principal.role != Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "Only admins may create or change agent clients (client '{id}', caller role '{}')",
+            principal.role
+        )));
+    }
+    if (agent_names.is_some() || agent_queues.is_some()) && new_role != Role::Agent {
+        return Err(ApiError::field("agent_names", "Only agent clients are bound to agent names and queues."));
     }
     let created = existing.is_none();
     let mut client = match existing {
@@ -328,6 +363,8 @@ pub async fn put_client(
                 allowed_queues: Vec::new(),
                 max_reservation_time: BTreeMap::new(),
                 email: None,
+                agent_names: Vec::new(),
+                agent_queues: Vec::new(),
             }
         }
     };
@@ -349,8 +386,17 @@ pub async fn put_client(
     if email.is_some() {
         client.email = email;
     }
+    if let Some(names) = agent_names {
+        client.agent_names = names;
+    }
+    if let Some(queues) = agent_queues {
+        client.agent_queues = queues;
+    }
+    if client.role == Role::Agent && client.agent_names.is_empty() {
+        client.agent_names = vec![id.clone()];
+    }
     st.store.put_client(&client, now_micros()).await?;
-    tracing::info!(client_id = %id, role = %new_role, by = ?principal.client_id(), created, "client permissions set");
+    tracing::info!(client_id = ?id, role = %new_role, by = ?principal.client_id(), created, "client permissions set");
     let verb = if created { "Created" } else { "Updated" };
     Ok((StatusCode::OK, format!("{verb} permissions for client '{id}'")).into_response())
 }
@@ -364,7 +410,7 @@ pub async fn delete_client(State(st): State<AppState>, caller: Caller, Path(id):
     if !st.store.delete_client(&id).await? {
         return Err(ApiError::NotFound(format!("Client '{id}' does not exist.")));
     }
-    tracing::info!(client_id = %id, by = ?principal.client_id(), "client deleted");
+    tracing::info!(client_id = ?id, by = ?principal.client_id(), "client deleted");
     Ok(ok_text())
 }
 
@@ -454,7 +500,7 @@ pub async fn put_secret(
             now,
         )
         .await?;
-    tracing::info!(client_id = %owner, path = %path, ephemeral, "secret written");
+    tracing::info!(client_id = ?owner, path = ?path, ephemeral, "secret written");
     Ok(Json(json!({ "expires_at": expires_at.map(iso_marshmallow) })))
 }
 
@@ -466,6 +512,6 @@ pub async fn delete_secret(
 ) -> ApiResult<Response> {
     let owner = secret_owner(&st, &caller, &client_id, &path)?;
     st.store.delete_secret(&owner, &path).await?;
-    tracing::info!(client_id = %owner, path = %path, "secret deleted");
+    tracing::info!(client_id = ?owner, path = ?path, "secret deleted");
     Ok(ok_text())
 }

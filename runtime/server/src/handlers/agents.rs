@@ -130,15 +130,16 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(name): Path<St
 
 const AGENT_STRINGS: [&str; 6] = ["identifier", "job_id", "location", "provision_type", "state", "comment"];
 
-/// `POST /v1/agents/data/<name>` (agent, manager, admin): set fields (upsert), append `log`
-/// lines (last 100 kept); answers `{"status": "OK"}` with the `agent_name` cookie.
+/// `POST /v1/agents/data/<name>` (agent bound to `name`, manager, admin): set fields (upsert),
+/// append `log` lines (last 100 kept); answers `{"status": "OK"}` with the `agent_name` cookie.
 pub async fn post(
     State(st): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    caller.require(auth::AGENTS_AND_MANAGERS)?;
+    let principal = caller.require(auth::AGENTS_AND_MANAGERS)?;
+    principal.require_agent_name(&name)?;
     let map = json_object(&body)?;
     let mut errors = FieldErrors::default();
     let mut allowed: Vec<&str> = AGENT_STRINGS.to_vec();
@@ -178,14 +179,15 @@ pub async fn post(
     Ok(response)
 }
 
-/// `POST /v1/agents/provision_logs/<name>` (agent): `{job_id, exit_code, detail?}`.
+/// `POST /v1/agents/provision_logs/<name>` (agent bound to `name`): `{job_id, exit_code, detail?}`.
 pub async fn provision_log(
     State(st): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    caller.require(auth::AGENT)?;
+    let principal = caller.require(auth::AGENT)?;
+    principal.require_agent_name(&name)?;
     let map = json_object(&body)?;
     let mut errors = FieldErrors::default();
     errors.unknown(&map, &["job_id", "exit_code", "detail"]);
@@ -248,16 +250,20 @@ pub async fn queue_agents(
     Ok(Json(Value::Array(agents)))
 }
 
-/// `GET /v1/queues/<queue>/jobs` (contributor, manager, admin): its jobs, any state; 204 when none.
+/// `GET /v1/queues/<queue>/jobs` (contributor, manager, admin): its jobs, any state (`job_id`
+/// null for anonymous jobs, see [`super::listed_job_id`]); 204 when none.
 pub async fn queue_jobs(State(st): State<AppState>, caller: Caller, Path(queue): Path<String>) -> ApiResult<Response> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let jobs = st.store.queue_jobs(&queue).await?;
     if jobs.is_empty() {
         return Ok(no_content());
     }
     let list: Vec<Value> = jobs
         .into_iter()
-        .map(|j| json!({ "job_id": j.job_id, "created_at": iso_z(j.created_at), "job_state": j.state, "job_queue": j.queue }))
+        .map(|j| {
+            json!({ "job_id": super::listed_job_id(&principal, &j), "created_at": iso_z(j.created_at),
+                    "job_state": j.state, "job_queue": j.queue })
+        })
         .collect();
     Ok(Json(Value::Array(list)).into_response())
 }

@@ -27,8 +27,23 @@ pub async fn root() -> &'static str {
     concat!("Testflinger Server v", env!("CARGO_PKG_VERSION"), " (phasebox)")
 }
 
-/// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
+/// `GET /metrics` on the API listener (any authenticated client; anonymous callers are
+/// refused even with `anonymous_access`): Prometheus text. A scraper logs in as a client —
+/// Prometheus' `oauth2` client-credentials block works against `/v1/oauth2/token`.
+pub async fn metrics(State(st): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    if caller.require(auth::ANY)?.permissions.is_none() {
+        return Err(ApiError::Unauthorized("Authentication is required for /metrics".into()));
+    }
+    metrics_text(&st).await
+}
+
+/// `GET /metrics` on the separate `metrics_listen` listener (no authentication: the operator
+/// chose who can reach that address).
+pub async fn metrics_unauthenticated(State(st): State<AppState>) -> ApiResult<Response> {
+    metrics_text(&st).await
+}
+
+async fn metrics_text(st: &AppState) -> ApiResult<Response> {
     let text = st.metrics.render(&st.store).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
@@ -38,7 +53,8 @@ const BATCH: i64 = 256;
 /// The kinds of event a job's stream may carry (besides the final `end`).
 const EVENT_KINDS: [&str; 8] = ["submitted", "claimed", "state", "result", "log", "attachments", "artifact", "agent"];
 
-/// `GET /phasebox/v1/job/<id>/events[?after=N][&kind=K…]` (any role): the job's events as
+/// `GET /phasebox/v1/job/<id>/events[?after=N][&kind=K…]` (any role; the job's owner or the
+/// agent that claimed it, see [`super::check_reader`]): the job's events as
 /// server-sent events — `id` is the sequence number, `event` the kind (`submitted`, `claimed`,
 /// `state`, `result`, `log`, `attachments`, `artifact`, `agent`), `data` JSON. Resume with
 /// `after=N` or the `Last-Event-ID` header. `kind` (repeated, or comma-separated) sends only
@@ -52,11 +68,12 @@ pub async fn job_events(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    caller.require(auth::ANY)?;
+    let principal = caller.require(auth::ANY)?;
     let id = job_id_param(&id)?;
-    if st.store.get_job(&id).await?.is_none() {
+    let Some(job) = st.store.get_job(&id).await? else {
         return Err(ApiError::NotFound(format!("Job {id} not found")));
-    }
+    };
+    super::check_reader(&principal, &job)?;
     let pairs = query_pairs(q.as_deref());
     let after = query_one(&pairs, "after")
         .or_else(|| headers.get("last-event-id").and_then(|v| v.to_str().ok()))
@@ -176,28 +193,75 @@ async fn store_plugin(st: &AppState, body: Body, expected: Option<&str>) -> ApiR
     {
         return Err(ApiError::Unprocessable(format!("body has sha256 {sha}, not {expected}")));
     }
+    let written = writer.flushed_path().await.map_err(|e| ApiError::Internal(e.to_string()))?.to_owned();
+    validate_component(written).await?;
+    if !st.blobs.exists(BlobKind::Plugins, &sha).await {
+        check_plugin_quota(st, writer.size()).await?;
+    }
     let size = writer.finish(&st.blobs, BlobKind::Plugins, &sha).await.map_err(|e| super::blob_error(e, limit))?;
     tracing::info!(sha256 = %sha, bytes = size, "plugin stored");
     Ok((sha, size))
 }
 
-/// `POST /phasebox/v1/plugins` (contributor, manager, admin): the body is a component; answers
-/// `{"sha256", "size"}`. Content-addressed: agents still decide by policy which hashes run.
+/// Refuses (422) anything but a valid WebAssembly component: the registry serves what agents
+/// run, and an agent's compile of a malformed module is work an uploader should not cause.
+async fn validate_component(path: std::path::PathBuf) -> ApiResult<()> {
+    let verdict = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the upload back: {e}"))?;
+        if !wasmparser::Parser::is_component(&bytes) {
+            return Err(if wasmparser::Parser::is_core_wasm(&bytes) {
+                "a core WebAssembly module, not a component (build for wasm32-wasip2)".to_owned()
+            } else {
+                "not a WebAssembly component (no component header)".to_owned()
+            });
+        }
+        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+            .validate_all(&bytes)
+            .map(drop)
+            .map_err(|e| format!("invalid WebAssembly component: {e}"))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    verdict.map_err(|m| ApiError::Unprocessable(format!("Plugin refused: {m}")))
+}
+
+/// Refuses (413) a new plugin that would take the registry past `max_plugins` components or
+/// `max_plugin_store_bytes` bytes.
+async fn check_plugin_quota(st: &AppState, size: u64) -> ApiResult<()> {
+    let (count, bytes) = st.blobs.usage(BlobKind::Plugins).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (max_count, max_bytes) = (st.config.max_plugins, st.config.max_plugin_store_bytes);
+    if count >= max_count {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The plugin registry holds {count} plugins, its limit (max_plugins = {max_count})"
+        )));
+    }
+    if bytes.saturating_add(size) > max_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The plugin registry holds {bytes} bytes; {size} more would pass its limit (max_plugin_store_bytes = \
+             {max_bytes})"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /phasebox/v1/plugins` (admin): the body is a WebAssembly component (validated; 422
+/// otherwise), within the registry's quota (413 otherwise); answers `{"sha256", "size"}`.
+/// Content-addressed: agents still decide by policy which hashes run.
 pub async fn post_plugin(State(st): State<AppState>, caller: Caller, body: Body) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(auth::USERS)?;
+    caller.require(auth::ADMIN)?;
     let (sha, size) = store_plugin(&st, body, None).await?;
     Ok(Json(json!({ "sha256": sha, "size": size })))
 }
 
-/// `PUT /phasebox/v1/plugins/<sha256>` (contributor, manager, admin): as POST, but the body
-/// must hash to the path's sha256 (422 otherwise, nothing stored).
+/// `PUT /phasebox/v1/plugins/<sha256>` (admin): as POST, but the body must hash to the path's
+/// sha256 (422 otherwise, nothing stored).
 pub async fn put_plugin(
     State(st): State<AppState>,
     caller: Caller,
     Path(sha): Path<String>,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(auth::USERS)?;
+    caller.require(auth::ADMIN)?;
     let expected = valid_sha256(&sha)?;
     let (sha, size) = store_plugin(&st, body, Some(&expected)).await?;
     Ok(Json(json!({ "sha256": sha, "size": size })))

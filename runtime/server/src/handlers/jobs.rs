@@ -13,7 +13,10 @@ use futures_util::future::select_all;
 use phasebox_jobspec::{AttachmentsStatus, ErrorKind, JobSpec, MAX_UNAUTHENTICATED_RESERVE_TIMEOUT};
 use serde_json::{Map, Value, json};
 
-use super::{FieldErrors, RawBody, job_id_param, json_object, no_content, ok_text, query_all, query_one, query_pairs};
+use super::{
+    FieldErrors, RawBody, check_owner, job_id_param, json_object, no_content, ok_text, query_all, query_one,
+    query_pairs,
+};
 use crate::auth::{self, Caller, Principal};
 use crate::blobs::BlobKind;
 use crate::clock::{iso_offset_z, iso_z, now_micros};
@@ -114,6 +117,7 @@ pub async fn submit(
         created_at: now,
         attachments_status: spec.attachments_status.map(|_| "waiting".to_owned()),
         client_id: spec.client_id.clone(),
+        submitter: principal.client_id().map(str::to_owned),
         job_data: spec.to_json_string(),
         exclude_agents: spec.exclude_agents.clone(),
         tags,
@@ -123,7 +127,7 @@ pub async fn submit(
     }
     st.metrics.submitted(&job.queue);
     st.hub.queue_changed(&job.queue);
-    tracing::info!(job_id = %job_id, queue = %job.queue, priority = job.priority, "job submitted");
+    tracing::info!(job_id = %job_id, queue = ?job.queue, priority = job.priority, submitter = ?job.submitter, "job submitted");
     Ok(Json(json!({ "job_id": job_id })))
 }
 
@@ -188,7 +192,7 @@ pub(crate) fn agent_queues(doc: &Map<String, Value>) -> Vec<String> {
 /// `GET /v1/job?queue=a&queue=b[&wait=N]` (agent): claim the next job. phasebox addition:
 /// `wait=N` waits up to N seconds (capped by `max_long_poll_secs`) for a job to arrive.
 pub async fn claim(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> ApiResult<Response> {
-    caller.require(auth::AGENT)?;
+    let principal = caller.require(auth::AGENT)?;
     let pairs = query_pairs(q.as_deref());
     let queues = query_all(&pairs, "queue");
     if queues.is_empty() {
@@ -197,6 +201,9 @@ pub async fn claim(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQ
     let Some(agent) = caller.agent_name().map(str::to_owned) else {
         return Err(ApiError::Unauthorized("No agent name specified in the agent_name cookie".into()));
     };
+    // The cookie names the agent; the credential must be bound to that name and every queue.
+    principal.require_agent_name(&agent)?;
+    principal.require_agent_queues(&queues)?;
     let wait = match query_one(&pairs, "wait") {
         Some(w) => w.parse::<f64>().map_err(|_| ApiError::BadRequest("wait must be a number of seconds".into()))?,
         None => 0.0,
@@ -240,7 +247,7 @@ pub async fn claim(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQ
     let Some(job) = job else { return Ok(no_content()) };
     st.metrics.claimed(job.started_at.unwrap_or(job.created_at) - job.created_at);
     st.hub.job_changed(&job.job_id);
-    tracing::info!(job_id = %job.job_id, queue = %job.queue, agent = %agent, "job claimed");
+    tracing::info!(job_id = %job.job_id, queue = ?job.queue, agent = ?agent, "job claimed");
     let body = dispatch_json(&st, &job).await?;
     Ok(Json(body).into_response())
 }
@@ -270,13 +277,13 @@ async fn dispatch_json(st: &AppState, job: &JobRecord) -> ApiResult<Value> {
                     Ok(Some(sealed)) => match key.open(owner, &path, &sealed.nonce, &sealed.ciphertext) {
                         Ok(secret) => Some(secret),
                         Err(e) => {
-                            tracing::warn!(job_id = %job.job_id, path = %path, error = %e, "secret cannot be decrypted");
+                            tracing::warn!(job_id = %job.job_id, path = ?path, error = %e, "secret cannot be decrypted");
                             None
                         }
                     },
                     Ok(None) => None,
                     Err(e) => {
-                        tracing::warn!(job_id = %job.job_id, path = %path, error = %e, "secret cannot be read");
+                        tracing::warn!(job_id = %job.job_id, path = ?path, error = %e, "secret cannot be read");
                         None
                     }
                 },
@@ -288,12 +295,13 @@ async fn dispatch_json(st: &AppState, job: &JobRecord) -> ApiResult<Value> {
     Ok(Value::Object(data))
 }
 
-/// `GET /v1/job/<id>` (contributor, manager, admin): the job as submitted (secret paths, never
-/// values); 204 when unknown.
+/// `GET /v1/job/<id>` (contributor, manager, admin; the job's owner, see
+/// [`super::check_owner`]): the job as submitted (secret paths, never values); 204 when unknown.
 pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let id = job_id_param(&id)?;
     let Some(job) = st.store.get_job(&id).await? else { return Ok(no_content()) };
+    check_owner(&principal, &job)?;
     let mut data: Map<String, Value> = serde_json::from_str(&job.job_data).map_err(crate::store::StoreError::from)?;
     for server_only in ["client_id", "attachments_status", "started_at"] {
         data.remove(server_only);
@@ -302,25 +310,29 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     Ok(Json(Value::Object(data)).into_response())
 }
 
-/// `GET /v1/job/<id>/position` (contributor, manager, admin): `"<n>"` as text; 410 when the
-/// job is unknown or no longer waiting.
+/// `GET /v1/job/<id>/position` (contributor, manager, admin; the job's owner): `"<n>"` as
+/// text; 410 when the job is unknown or no longer waiting.
 pub async fn position(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let id = job_id_param(&id)?;
+    if let Some(job) = st.store.get_job(&id).await? {
+        check_owner(&principal, &job)?;
+    }
     match st.store.position(&id).await? {
         Some(n) => Ok((StatusCode::OK, n.to_string()).into_response()),
         None => Err(ApiError::Text(StatusCode::GONE, "Job not found or already started\n".into())),
     }
 }
 
-/// `POST /v1/job/<id>/action` `{"action": "cancel"}` (contributor, manager, admin).
+/// `POST /v1/job/<id>/action` `{"action": "cancel"}` (contributor, manager, admin; the job's
+/// owner).
 pub async fn action(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let id = job_id_param(&id)?;
     let map = json_object(&body)?;
     let mut errors = FieldErrors::default();
@@ -332,9 +344,12 @@ pub async fn action(
         errors.add("action", "Must be one of: cancel.");
     }
     errors.check("json")?;
+    if let Some(job) = st.store.get_job(&id).await? {
+        check_owner(&principal, &job)?;
+    }
     if st.store.cancel(&id, now_micros()).await? {
         st.hub.job_changed(&id);
-        tracing::info!(job_id = %id, "job cancelled");
+        tracing::info!(job_id = %id, by = ?principal.client_id(), "job cancelled");
         Ok(ok_text())
     } else {
         Err(ApiError::Text(StatusCode::BAD_REQUEST, "The job is already completed or cancelled".into()))
@@ -356,9 +371,10 @@ const SEARCH_STATES: [&str; 11] = [
 ];
 
 /// `GET /v1/job/search?tags=&match=any|all&state=` (contributor, manager, admin): a bare list
-/// of `{job_id, created_at, job_state}`.
+/// of `{job_id, created_at, job_state}` (`job_id` null for anonymous jobs, see
+/// [`super::listed_job_id`]).
 pub async fn search(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let pairs = query_pairs(q.as_deref());
     let mut errors = FieldErrors::default();
     for (k, _) in &pairs {
@@ -385,34 +401,40 @@ pub async fn search(State(st): State<AppState>, caller: Caller, RawQuery(q): Raw
     let jobs = st.store.search(&tags, match_all, &states).await?;
     let list: Vec<Value> = jobs
         .into_iter()
-        .map(|j| json!({ "job_id": j.job_id, "created_at": iso_z(j.created_at), "job_state": j.state }))
+        .map(|j| json!({ "job_id": super::listed_job_id(&principal, &j), "created_at": iso_z(j.created_at), "job_state": j.state }))
         .collect();
     Ok(Json(Value::Array(list)))
 }
 
-/// `GET /v1/job/<id>/attachments` (agent): the archive (`application/gzip`), 204 when none.
+/// `GET /v1/job/<id>/attachments` (agent; the one that claimed the job): the archive
+/// (`application/gzip`), 204 when none.
 pub async fn get_attachments(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(auth::AGENT)?;
+    let principal = caller.require(auth::AGENT)?;
     let id = job_id_param(&id)?;
+    super::claimed_job(&st, &principal, &id).await?;
     super::send_blob(&st.blobs, BlobKind::Attachments, &id, "application/gzip", Some("attachments.tar.gz")).await
 }
 
-/// `POST /v1/job/<id>/attachments` (contributor, manager, admin): multipart `file`; the job
-/// becomes claimable once this succeeds.
+/// `POST /v1/job/<id>/attachments` (contributor, manager, admin; the job's owner): multipart
+/// `file`; the job becomes claimable once this succeeds. One upload only: it is accepted while
+/// the job waits for its attachments and no other upload has begun (a job submitted without
+/// credentials has no other owner than whoever knows its id, so a second upload could replace
+/// its inputs); once they are complete, another upload is answered 200 and changes nothing.
 pub async fn post_attachments(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let id = job_id_param(&id)?;
     let invalid = || ApiError::Text(StatusCode::UNPROCESSABLE_ENTITY, format!("Job {id} is not valid\n"));
     let job = st.store.get_job(&id).await?.ok_or_else(invalid)?;
+    check_owner(&principal, &job)?;
     if job.state != "waiting" {
         return Err(invalid());
     }
@@ -426,14 +448,29 @@ pub async fn post_attachments(
         Some("complete") => return Ok(ok_text()),
         _ => {}
     }
+    if !st.store.begin_attachments(&id).await? {
+        return Err(ApiError::Conflict(format!(
+            "The attachments of job {id} are being uploaded or were uploaded already"
+        )));
+    }
     let limit = st.config.max_attachment_bytes;
-    let writer = super::receive_file(multipart, &st.blobs, limit).await?;
-    let size = writer.finish(&st.blobs, BlobKind::Attachments, &id).await.map_err(|e| super::blob_error(e, limit))?;
+    let stored = async {
+        let writer = super::receive_file(multipart, &st.blobs, limit).await?;
+        writer.finish(&st.blobs, BlobKind::Attachments, &id).await.map_err(|e| super::blob_error(e, limit))
+    };
+    let size = match stored.await {
+        Ok(size) => size,
+        Err(e) => {
+            // The upload failed: the job waits for its attachments again.
+            st.store.abort_attachments(&id).await?;
+            return Err(e);
+        }
+    };
     if let Some(queue) = st.store.complete_attachments(&id, now_micros()).await? {
         st.hub.queue_changed(&queue);
         st.hub.job_changed(&id);
     }
-    tracing::info!(job_id = %id, bytes = size, "attachments stored");
+    tracing::info!(job_id = %id, bytes = size, by = ?principal.client_id(), "attachments stored");
     Ok(ok_text())
 }
 
@@ -445,7 +482,7 @@ pub async fn events(
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    caller.require(auth::AGENT)?;
+    let principal = caller.require(auth::AGENT)?;
     let id = job_id_param(&id)?;
     let map = json_object(&body)?;
     let mut errors = FieldErrors::default();
@@ -484,9 +521,7 @@ pub async fn events(
         }
     };
     errors.check("json")?;
-    if st.store.get_job(&id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("Job {id} not found")));
-    }
+    super::claimed_job(&st, &principal, &id).await?;
     // The agent posts its whole list every time: the newest event is the last one.
     let data = json!({ "agent_id": map.get("agent_id"), "event": events.last() }).to_string();
     st.store.append_event(&id, "agent", &data, now_micros()).await?;

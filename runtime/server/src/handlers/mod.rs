@@ -15,8 +15,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use crate::auth::{Principal, Role};
 use crate::blobs::{BlobError, BlobKind, BlobWriter, Blobs};
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::{JobRecord, JobSummary};
 
 /// Testflinger's phases, in order.
 pub const PHASES: [&str; 7] = ["setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup"];
@@ -175,6 +178,64 @@ pub fn canonical_uuid(s: &str) -> Option<String> {
 /// Returns the id as stored (the canonical form).
 pub fn job_id_param(id: &str) -> ApiResult<String> {
     canonical_uuid(id).ok_or_else(|| ApiError::Text(StatusCode::BAD_REQUEST, "Invalid job id\n".into()))
+}
+
+/// Whether `principal` may read or change job `job` as its owner: an admin, the job's
+/// submitter, or — for a job submitted without credentials — anyone who knows its id (a random
+/// UUID v4: the id is the credential of an anonymous job). Anonymous callers are told to log
+/// in (401), other clients are refused (403).
+pub fn check_owner(principal: &Principal, job: &JobRecord) -> ApiResult<()> {
+    if principal.role == Role::Admin {
+        return Ok(());
+    }
+    match (&job.submitter, principal.client_id()) {
+        (None, _) => Ok(()),
+        (Some(owner), Some(me)) if owner == me => Ok(()),
+        (Some(_), None) => Err(ApiError::Unauthorized(format!(
+            "Job {} was submitted with credentials: only its submitter and admins may access it",
+            job.job_id
+        ))),
+        (Some(_), Some(me)) => {
+            Err(ApiError::Forbidden(format!("Job {} belongs to another client: {me:?} may not access it", job.job_id)))
+        }
+    }
+}
+
+/// Whether agent `principal` claimed job `job`: the job's agent is one of the names the
+/// credential is bound to. Every agent write of job data (results, logs, artifacts, events)
+/// and read of its inputs goes through here.
+pub fn check_claiming_agent(principal: &Principal, job: &JobRecord) -> ApiResult<()> {
+    match &job.agent {
+        Some(agent) if principal.acts_as(agent) => Ok(()),
+        _ => Err(ApiError::Forbidden(format!(
+            "Job {} was not claimed by an agent that credential {:?} is bound to",
+            job.job_id,
+            principal.client_id().unwrap_or("")
+        ))),
+    }
+}
+
+/// Reads of a job's data: agents read the jobs they claimed, everyone else as [`check_owner`].
+pub fn check_reader(principal: &Principal, job: &JobRecord) -> ApiResult<()> {
+    if principal.role == Role::Agent { check_claiming_agent(principal, job) } else { check_owner(principal, job) }
+}
+
+/// A job's id as a listing shows it to `principal`: the id of a job submitted without
+/// credentials is its only credential, so listings show it to admins only (`null` for others);
+/// the ids of other jobs grant nothing and are shown.
+pub fn listed_job_id(principal: &Principal, job: &JobSummary) -> Value {
+    if job.submitter.is_some() || principal.role == Role::Admin {
+        Value::String(job.job_id.clone())
+    } else {
+        Value::Null
+    }
+}
+
+/// Loads job `id` for a write by the agent that claimed it: 404 when unknown.
+pub async fn claimed_job(st: &AppState, principal: &Principal, id: &str) -> ApiResult<JobRecord> {
+    let job = st.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound(format!("Job {id} not found")))?;
+    check_claiming_agent(principal, &job)?;
+    Ok(job)
 }
 
 /// Receives the multipart field `file` into a blob writer (other fields are read and

@@ -6,7 +6,10 @@ use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{FieldErrors, PHASES, RawBody, job_id_param, json_object, no_content, ok_text, query_pairs};
+use super::{
+    FieldErrors, PHASES, RawBody, check_claiming_agent, check_owner, check_reader, claimed_job, job_id_param,
+    json_object, no_content, ok_text, query_pairs,
+};
 use crate::auth::{self, Caller};
 use crate::blobs::BlobKind;
 use crate::clock::{now_micros, parse_iso};
@@ -14,16 +17,21 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::{LogFragment, LogQuery, ResultPatch};
 
-/// `POST /v1/result/<id>` (agent): `status`, `device_info`, `job_state` only. Bodies of
-/// `max_result_bytes` or more are refused with 413 by the route's body limit.
+/// `POST /v1/result/<id>` (agent; the one that claimed the job): `status`, `device_info`,
+/// `job_state` only. Bodies of `max_result_bytes` or more are refused with 413 by the route's
+/// body limit.
 pub async fn post(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    caller.require(auth::AGENT)?;
+    let principal = caller.require(auth::AGENT)?;
     let id = job_id_param(&id)?;
+    // An unknown job is a silent no-op, as in Testflinger; a known one takes results from the
+    // agent that claimed it only.
+    let Some(job) = st.store.get_job(&id).await? else { return Ok(ok_text()) };
+    check_claiming_agent(&principal, &job)?;
     let map = json_object(&body)?;
     let mut errors = FieldErrors::default();
     errors.unknown(&map, &["status", "device_info", "job_state"]);
@@ -65,12 +73,14 @@ pub async fn post(
     Ok(ok_text())
 }
 
-/// `GET /v1/result/<id>` (any role): `job_state`, `<phase>_status`, `<phase>_output`,
-/// `<phase>_serial`, `device_info`; 204 for an unknown job.
+/// `GET /v1/result/<id>` (any role; the job's owner or the agent that claimed it):
+/// `job_state`, `<phase>_status`, `<phase>_output`, `<phase>_serial`, `device_info`; 204 for an
+/// unknown job.
 pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    caller.require(auth::ANY)?;
+    let principal = caller.require(auth::ANY)?;
     let id = job_id_param(&id)?;
     let Some(job) = st.store.get_job(&id).await? else { return Ok(no_content()) };
+    check_reader(&principal, &job)?;
     let result: Map<String, Value> = serde_json::from_str(&job.result_data).map_err(crate::store::StoreError::from)?;
     let mut out = Map::new();
     out.insert("job_state".into(), Value::String(job.state));
@@ -103,16 +113,18 @@ fn log_type(t: &str) -> ApiResult<&'static str> {
     }
 }
 
-/// `POST /v1/result/<id>/log/<output|serial>` (agent): one fragment.
+/// `POST /v1/result/<id>/log/<output|serial>` (agent; the one that claimed the job): one
+/// fragment.
 pub async fn post_log(
     State(st): State<AppState>,
     caller: Caller,
     Path((id, kind)): Path<(String, String)>,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    caller.require(auth::AGENT)?;
+    let principal = caller.require(auth::AGENT)?;
     let id = job_id_param(&id)?;
     let kind = log_type(&kind)?;
+    claimed_job(&st, &principal, &id).await?;
     let map = json_object(&body)?;
     let mut errors = FieldErrors::default();
     errors.unknown(&map, &["fragment_number", "timestamp", "phase", "log_data"]);
@@ -159,16 +171,20 @@ pub async fn post_log(
 }
 
 /// `GET /v1/result/<id>/log/<output|serial>?start_fragment=&start_timestamp=&phase=`
-/// (contributor, manager, admin): per phase `{last_fragment_number, log_data}`.
+/// (contributor, manager, admin; the job's owner): per phase `{last_fragment_number,
+/// log_data}` (empty for an unknown job).
 pub async fn get_log(
     State(st): State<AppState>,
     caller: Caller,
     Path((id, kind)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let id = job_id_param(&id)?;
     let kind = log_type(&kind)?;
+    if let Some(job) = st.store.get_job(&id).await? {
+        check_owner(&principal, &job)?;
+    }
     let pairs = query_pairs(q.as_deref());
     let mut errors = Map::new();
     let mut start_fragment = 0;
@@ -223,15 +239,17 @@ pub async fn get_log(
     Ok(Json(json!({ kind: per_phase })).into_response())
 }
 
-/// `POST /v1/result/<id>/artifact` (agent): multipart `file`, replacing any earlier one.
+/// `POST /v1/result/<id>/artifact` (agent; the one that claimed the job): multipart `file`,
+/// replacing any earlier one.
 pub async fn post_artifact(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
-    caller.require(auth::AGENT)?;
+    let principal = caller.require(auth::AGENT)?;
     let id = job_id_param(&id)?;
+    claimed_job(&st, &principal, &id).await?;
     let limit = st.config.max_artifact_bytes;
     let writer = super::receive_file(multipart, &st.blobs, limit).await?;
     let size = writer.finish(&st.blobs, BlobKind::Artifacts, &id).await.map_err(|e| super::blob_error(e, limit))?;
@@ -242,9 +260,13 @@ pub async fn post_artifact(
     Ok(ok_text())
 }
 
-/// `GET /v1/result/<id>/artifact` (contributor, manager, admin): `artifact.tar.gz`, 204 when none.
+/// `GET /v1/result/<id>/artifact` (contributor, manager, admin; the job's owner):
+/// `artifact.tar.gz`, 204 when none.
 pub async fn get_artifact(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let id = job_id_param(&id)?;
+    if let Some(job) = st.store.get_job(&id).await? {
+        check_owner(&principal, &job)?;
+    }
     super::send_blob(&st.blobs, BlobKind::Artifacts, &id, "application/gzip", Some("artifact.tar.gz")).await
 }

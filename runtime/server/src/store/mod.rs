@@ -252,7 +252,7 @@ macro_rules! event {
 macro_rules! job_cols {
     () => {
         "seq, job_id, queue, priority, state, created_at, started_at, agent, attachments_status, client_id, \
-         job_data, result_data"
+         job_data, result_data, submitter"
     };
 }
 
@@ -408,15 +408,16 @@ impl Store {
             other => other,
         };
         // $1 job_id, $2 queue, $3 priority, $4 created_at, $5 attachments_status, $6 client_id,
-        // $7 job_data, $8 may_use_restricted, $9 event data, $10 exclusions, $11 tags (JSON arrays).
+        // $7 job_data, $8 may_use_restricted, $9 event data, $10 exclusions, $11 tags (JSON arrays),
+        // $12 submitter.
         match &self.pools {
             Pools::Sqlite { writer, .. } => {
                 // One transaction in one call to the writer. The restriction test is repeated in
                 // each statement (nothing in between changes it); when it holds, the job named
                 // $1 is the one just inserted (an existing one fails the insert).
                 const SQL: &str = "\
-                    INSERT INTO jobs (job_id, queue, priority, state, created_at, attachments_status, client_id, job_data) \
-                    SELECT $1, $2, $3, 'waiting', $4, $5, $6, $7 \
+                    INSERT INTO jobs (job_id, queue, priority, state, created_at, attachments_status, client_id, job_data, \
+                    submitter) SELECT $1, $2, $3, 'waiting', $4, $5, $6, $7, $12 \
                     WHERE $8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2) RETURNING seq; \
                     INSERT INTO job_exclusions (job_seq, agent) SELECT j.seq, x.value FROM jobs j, json_each($10) x \
                     WHERE j.job_id = $1 AND ($8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2)) \
@@ -437,7 +438,8 @@ impl Store {
                     .add(may_use_restricted)?
                     .add(data)?
                     .add(exclusions)?
-                    .add(tags)?;
+                    .add(tags)?
+                    .add(job.submitter.clone())?;
                 let rows = sqlite_batch(writer, SQL, args).await.map_err(conflict)?;
                 Ok(!rows.is_empty())
             }
@@ -446,8 +448,9 @@ impl Store {
                 // job's advisory lock first, as `event!` does.
                 const SQL: &str = "\
                     WITH allowed AS (SELECT ($8 OR NOT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $2)) AS ok), \
-                    j AS (INSERT INTO jobs (job_id, queue, priority, state, created_at, attachments_status, client_id, job_data) \
-                        SELECT $1, $2, $3, 'waiting', $4, $5, $6, $7 FROM allowed WHERE allowed.ok RETURNING seq, job_id), \
+                    j AS (INSERT INTO jobs (job_id, queue, priority, state, created_at, attachments_status, client_id, job_data, \
+                        submitter) SELECT $1, $2, $3, 'waiting', $4, $5, $6, $7, $12 FROM allowed WHERE allowed.ok \
+                        RETURNING seq, job_id), \
                     x AS (INSERT INTO job_exclusions (job_seq, agent) \
                         SELECT j.seq, a FROM j, jsonb_array_elements_text($10::jsonb) a ON CONFLICT DO NOTHING), \
                     t AS (INSERT INTO job_tags (job_seq, tag) \
@@ -468,6 +471,7 @@ impl Store {
                     .bind(&data)
                     .bind(&exclusions)
                     .bind(&tags)
+                    .bind(&job.submitter)
                     .fetch_optional(pool)
                     .await
                     .map_err(|e| conflict(e.into()))?;
@@ -629,9 +633,9 @@ impl Store {
             clauses.push(format!("({})", ors.join(" OR ")));
         }
         let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-        let sql = format!("SELECT job_id, created_at, state, queue FROM jobs {filter} ORDER BY seq");
+        let sql = format!("SELECT job_id, created_at, state, queue, submitter FROM jobs {filter} ORDER BY seq");
         on!(self, read, p => {
-            let mut q = sqlx::query_as::<_, (String, i64, String, String)>(&sql);
+            let mut q = sqlx::query_as::<_, SummaryTuple>(&sql);
             for b in &binds {
                 q = q.bind(b);
             }
@@ -642,8 +646,8 @@ impl Store {
     /// All jobs of a queue, any state, in submission order.
     pub async fn queue_jobs(&self, queue: &str) -> Result<Vec<JobSummary>> {
         on!(self, read, p => {
-            let rows: Vec<(String, i64, String, String)> =
-                sqlx::query_as("SELECT job_id, created_at, state, queue FROM jobs WHERE queue = $1 ORDER BY seq")
+            let rows: Vec<SummaryTuple> =
+                sqlx::query_as("SELECT job_id, created_at, state, queue, submitter FROM jobs WHERE queue = $1 ORDER BY seq")
                     .bind(queue)
                     .fetch_all(p)
                     .await?;
@@ -651,12 +655,41 @@ impl Store {
         })
     }
 
-    /// Marks a waiting job's attachments as uploaded. Returns the job's queue when it changed.
+    /// Starts the one upload of a waiting job's attachments: `waiting` becomes `uploading`.
+    /// Returns `false` (and changes nothing) unless the job waits for them and no other upload
+    /// has started, so of concurrent uploads exactly one proceeds.
+    pub async fn begin_attachments(&self, job_id: &str) -> Result<bool> {
+        on!(self, write, p => {
+            let n = sqlx::query(
+                "UPDATE jobs SET attachments_status = 'uploading' WHERE job_id = $1 AND state = 'waiting' \
+                 AND attachments_status = 'waiting'",
+            )
+            .bind(job_id)
+            .execute(p)
+            .await?
+            .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
+    /// Ends a failed upload begun by [`Store::begin_attachments`]: the job waits again.
+    pub async fn abort_attachments(&self, job_id: &str) -> Result<()> {
+        on!(self, write, p => {
+            sqlx::query("UPDATE jobs SET attachments_status = 'waiting' WHERE job_id = $1 AND attachments_status = 'uploading'")
+                .bind(job_id)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Marks a job's attachments as uploaded (after [`Store::begin_attachments`]). Returns
+    /// the job's queue when it changed.
     pub async fn complete_attachments(&self, job_id: &str, now: i64) -> Result<Option<String>> {
         tx!(self, t => {
             let row: Option<(String,)> = sqlx::query_as(
-                "UPDATE jobs SET attachments_status = 'complete' WHERE job_id = $1 AND state = 'waiting' \
-                 AND attachments_status = 'waiting' RETURNING queue",
+                "UPDATE jobs SET attachments_status = 'complete' WHERE job_id = $1 \
+                 AND attachments_status = 'uploading' RETURNING queue",
             )
             .bind(job_id)
             .fetch_optional(&mut *t)
@@ -1117,7 +1150,8 @@ impl Store {
     pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
         on!(self, read, p => {
             let row: Option<ClientTuple> = sqlx::query_as(
-                "SELECT client_id, secret_hash, role, max_priority, allowed_queues, max_reservation_time, email \
+                "SELECT client_id, secret_hash, role, max_priority, allowed_queues, max_reservation_time, email, \
+                 agent_names, agent_queues \
                  FROM clients WHERE client_id = $1",
             )
             .bind(client_id)
@@ -1131,7 +1165,8 @@ impl Store {
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
         on!(self, read, p => {
             let rows: Vec<ClientTuple> = sqlx::query_as(
-                "SELECT client_id, secret_hash, role, max_priority, allowed_queues, max_reservation_time, email \
+                "SELECT client_id, secret_hash, role, max_priority, allowed_queues, max_reservation_time, email, \
+                 agent_names, agent_queues \
                  FROM clients ORDER BY client_id",
             )
             .fetch_all(p)
@@ -1145,10 +1180,11 @@ impl Store {
         on!(self, write, p => {
             sqlx::query(
                 "INSERT INTO clients (client_id, secret_hash, role, max_priority, allowed_queues, max_reservation_time, \
-                 email, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 email, created_at, agent_names, agent_queues) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, role = excluded.role, \
                  max_priority = excluded.max_priority, allowed_queues = excluded.allowed_queues, \
-                 max_reservation_time = excluded.max_reservation_time, email = excluded.email",
+                 max_reservation_time = excluded.max_reservation_time, email = excluded.email, \
+                 agent_names = excluded.agent_names, agent_queues = excluded.agent_queues",
             )
             .bind(&c.client_id)
             .bind(&c.secret_hash)
@@ -1158,6 +1194,8 @@ impl Store {
             .bind(serde_json::to_string(&c.max_reservation_time)?)
             .bind(&c.email)
             .bind(now)
+            .bind(serde_json::to_string(&c.agent_names)?)
+            .bind(serde_json::to_string(&c.agent_queues)?)
             .execute(p)
             .await?;
             Ok(())
@@ -1312,18 +1350,11 @@ impl Store {
 
     // ------------------------------------------------------------------------------- settings
 
-    /// A server setting; if absent, stores `default` and returns it (first writer wins).
-    pub async fn setting_or_insert(&self, key: &str, default: &str) -> Result<String> {
-        tx!(self, t => {
-            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(key)
-                .bind(default)
-                .execute(&mut *t)
-                .await?;
-            let (v,): (String,) =
-                sqlx::query_as("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(&mut *t).await?;
-            t.commit().await?;
-            Ok(v)
+    /// Deletes a server setting. Returns whether it existed.
+    pub async fn delete_setting(&self, key: &str) -> Result<bool> {
+        on!(self, write, p => {
+            let n = sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(p).await?.rows_affected();
+            Ok(n > 0)
         })
     }
 

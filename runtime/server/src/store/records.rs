@@ -18,8 +18,10 @@ pub struct NewJob {
     pub created_at: i64,
     /// `waiting` when the job has attachments, else `None`.
     pub attachments_status: Option<String>,
-    /// Submitter (stored for jobs with secrets, as in Testflinger).
+    /// Owner of the job's secrets (set for jobs with secrets, as in Testflinger).
     pub client_id: Option<String>,
+    /// Who submitted it; `None` for a job submitted without credentials.
+    pub submitter: Option<String>,
     /// The normalised job JSON (`job_data`), including the server-added fields.
     pub job_data: String,
     /// `exclude_agents`.
@@ -41,6 +43,7 @@ pub(super) type JobTuple = (
     Option<String>,
     String,
     String,
+    Option<String>,
 );
 
 /// A stored job.
@@ -64,8 +67,10 @@ pub struct JobRecord {
     pub agent: Option<String>,
     /// `waiting` / `complete` / none.
     pub attachments_status: Option<String>,
-    /// Submitter, for jobs with secrets.
+    /// Owner of the job's secrets, for jobs with secrets.
     pub client_id: Option<String>,
+    /// Who submitted it; `None` for a job submitted without credentials.
+    pub submitter: Option<String>,
     /// `job_data` JSON.
     pub job_data: String,
     /// `result_data` JSON minus `job_state` (`status`, `device_info`).
@@ -87,6 +92,7 @@ impl From<JobTuple> for JobRecord {
             client_id: t.9,
             job_data: t.10,
             result_data: t.11,
+            submitter: t.12,
         }
     }
 }
@@ -102,11 +108,15 @@ pub struct JobSummary {
     pub state: String,
     /// Queue.
     pub queue: String,
+    /// Who submitted it; `None` for a job submitted without credentials.
+    pub submitter: Option<String>,
 }
 
-impl From<(String, i64, String, String)> for JobSummary {
-    fn from((job_id, created_at, state, queue): (String, i64, String, String)) -> Self {
-        JobSummary { job_id, created_at, state, queue }
+pub(super) type SummaryTuple = (String, i64, String, String, Option<String>);
+
+impl From<SummaryTuple> for JobSummary {
+    fn from((job_id, created_at, state, queue, submitter): SummaryTuple) -> Self {
+        JobSummary { job_id, created_at, state, queue, submitter }
     }
 }
 
@@ -209,7 +219,7 @@ impl fmt::Display for Role {
     }
 }
 
-pub(super) type ClientTuple = (String, Option<String>, String, String, String, String, Option<String>);
+pub(super) type ClientTuple = (String, Option<String>, String, String, String, String, Option<String>, String, String);
 
 /// A client (Testflinger's `client_permissions` document).
 #[derive(Clone, PartialEq, Eq)]
@@ -228,6 +238,10 @@ pub struct ClientRecord {
     pub max_reservation_time: BTreeMap<String, i64>,
     /// Contact.
     pub email: Option<String>,
+    /// For an agent client: the agent names it may act as (claim, register, write job data).
+    pub agent_names: Vec<String>,
+    /// For an agent client: the queues it may take jobs from.
+    pub agent_queues: Vec<String>,
 }
 
 impl fmt::Debug for ClientRecord {
@@ -238,6 +252,8 @@ impl fmt::Debug for ClientRecord {
             .field("max_priority", &self.max_priority)
             .field("allowed_queues", &self.allowed_queues)
             .field("max_reservation_time", &self.max_reservation_time)
+            .field("agent_names", &self.agent_names)
+            .field("agent_queues", &self.agent_queues)
             .finish_non_exhaustive()
     }
 }
@@ -254,6 +270,8 @@ impl TryFrom<ClientTuple> for ClientRecord {
             allowed_queues: serde_json::from_str(&t.4)?,
             max_reservation_time: serde_json::from_str(&t.5)?,
             email: t.6,
+            agent_names: serde_json::from_str(&t.7)?,
+            agent_queues: serde_json::from_str(&t.8)?,
         })
     }
 }

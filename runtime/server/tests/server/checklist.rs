@@ -118,6 +118,8 @@ async fn item05_refresh_tokens() {
 async fn item06_expired_is_401_bad_signature_is_403() {
     let s = TestServer::start().await;
     let now = phasebox_server::clock::now_micros() / 1_000_000;
+    // Tokens name an existing client (the server looks it up on each request).
+    phasebox_server::auth::create_client(&s.store, "x", crate::common::SECRET, Role::Contributor).await.unwrap();
     let perms = json!({"client_id": "x", "role": "contributor"});
     let expired = s.forge(perms.clone(), now - 700, 600);
     let r = s.anon().with_token(&expired).post("/v1/job", json!({"job_queue": "q"})).await;
@@ -472,6 +474,7 @@ async fn item19_log_fragments() {
     let anon = s.anon();
     let agent = s.agent("dut", &["q"]).await;
     let id = anon.submit(json!({"job_queue": "q"})).await;
+    agent.claim(&["q"]).await.expect("claimed: only the claiming agent posts its log");
     let post = |n: i64, phase: &str, ts: &str, data: &str| json!({"fragment_number": n, "timestamp": ts, "phase": phase, "log_data": data});
     for (n, phase, ts, data) in [
         (0, "setup", "2025-01-01T12:00:00+00:00", "a"),
@@ -518,7 +521,7 @@ async fn item20_attachments() {
         let id = anon.submit(json!({"job_queue": "q", "test_data": {"attachments": [{"agent": "file.bin"}]}})).await;
         assert!(agent.claim(&["q"]).await.is_none(), "not dispatched before the upload");
         let r = agent.get(&format!("/v1/job/{id}/attachments")).await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "only the agent that claimed the job reads them");
         let archive: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let r = anon.upload(&format!("/v1/job/{id}/attachments"), archive.clone()).await;
         assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "OK"));
@@ -546,6 +549,7 @@ async fn item21_artifacts() {
     let anon = s.anon();
     let agent = s.agent("dut", &["q"]).await;
     let id = anon.submit(json!({"job_queue": "q"})).await;
+    agent.claim(&["q"]).await.expect("claimed: only the claiming agent uploads its artifact");
     let path = format!("/v1/result/{id}/artifact");
     assert_eq!(anon.get(&path).await.status, StatusCode::NO_CONTENT);
     let bytes = b"\x1f\x8b fake tarball".to_vec();
@@ -571,7 +575,10 @@ async fn item22_queue_agents() {
     assert_eq!(list[0]["name"], "dut");
     assert_eq!(list[0]["state"], "waiting");
     assert_eq!(anon.get("/v1/queues/q/jobs").await.status, StatusCode::NO_CONTENT);
-    let id = anon.submit(json!({"job_queue": "q"})).await;
+    // Listings show the ids of jobs submitted with credentials (an anonymous job's id is its
+    // credential: listings hide it, see security_jobs).
+    let user = s.client("user", Role::Contributor).await;
+    let id = user.submit(json!({"job_queue": "q"})).await;
     let jobs = anon.get("/v1/queues/q/jobs").await.json();
     assert_eq!(jobs[0]["job_id"], id.as_str());
     assert_eq!(jobs[0]["job_state"], "waiting");
@@ -606,6 +613,10 @@ async fn item23_agent_data() {
     }
     let j = anon.get("/v1/agents/data/dut").await.json();
     assert_eq!((j["provision_streak_type"].clone(), j["provision_streak_count"].clone()), (json!("fail"), json!(1)));
+    // An agent name the credential is bound to but that never registered.
+    phasebox_server::auth::bind_agent(&s.store, "dut", vec!["dut".into(), "ghost".into()], vec!["q".into()])
+        .await
+        .unwrap();
     let r = agent.post("/v1/agents/provision_logs/ghost", json!({"job_id": "j", "exit_code": 0})).await;
     assert_eq!((r.status, r.text.as_str()), (StatusCode::NOT_FOUND, "Agent not found\n"));
     s.stop().await;
@@ -717,7 +728,11 @@ async fn item26_restricted_queues_and_client_permissions() {
         .put("/v1/client-permissions/new", json!({"client_secret": "a-long-client-secret", "max_priority": {"q": 5}}))
         .await;
     assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "Created permissions for client 'new'"));
+    // Only admins make agent clients (phasebox).
     let r = mgr.put("/v1/client-permissions/new", json!({"role": "agent"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let root = s.client("root-admin", Role::Admin).await;
+    let r = root.put("/v1/client-permissions/new", json!({"role": "agent"})).await;
     assert_eq!(r.text, "Updated permissions for client 'new'");
     let j = mgr.get("/v1/client-permissions/new").await.json();
     assert_eq!(j["role"], "agent");
@@ -781,6 +796,7 @@ async fn item27_events_forwarded_only_to_webhook_host() {
     .await;
     let agent = s.agent("dut", &["q"]).await;
     let id = s.anon().submit(json!({"job_queue": "q", "job_status_webhook": format!("http://{hook_addr}/hook")})).await;
+    agent.claim(&["q"]).await.expect("claimed: only the claiming agent posts its events");
     let events = json!([{"event_name": "job_start", "timestamp": "2025-01-01T00:00:00Z", "detail": "x"}]);
     let body = json!({"agent_id": "dut", "job_queue": "q", "job_status_webhook": format!("http://{hook_addr}/hook"), "events": events});
     let r = agent.post(&format!("/v1/job/{id}/events"), body.clone()).await;
@@ -805,6 +821,7 @@ async fn item27_events_forwarded_only_to_webhook_host() {
     let s = TestServer::start().await;
     let agent = s.agent("dut", &["q"]).await;
     let id = s.anon().submit(json!({"job_queue": "q"})).await;
+    agent.claim(&["q"]).await.expect("claimed");
     let r = agent.post(&format!("/v1/job/{id}/events"), body).await;
     assert_eq!((r.status, r.text.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "Webhook URL not configured"));
     s.stop().await;

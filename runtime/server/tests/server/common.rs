@@ -186,6 +186,8 @@ impl TestServer {
     /// An agent client, registered under `name` (so it carries the `agent_name` cookie).
     pub async fn agent(&self, name: &str, queues: &[&str]) -> Api {
         let api = self.client(name, Role::Agent).await;
+        let queue_names: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+        auth::bind_agent(&self.store, name, vec![name.to_owned()], queue_names).await.expect("bind agent");
         let r = api.post(&format!("/v1/agents/data/{name}"), json!({"state": "waiting", "queues": queues})).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         api

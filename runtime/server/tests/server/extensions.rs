@@ -10,12 +10,13 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::common::{Options, TestServer, backends};
+use phasebox_server::auth::Role;
 
 #[tokio::test]
 async fn long_poll_wakes_on_submit() {
     for db in backends() {
         let s = TestServer::start_on(db).await;
-        let agent = s.agent("dut", &["q"]).await;
+        let agent = s.agent("dut", &["other", "q"]).await;
         let waiter = {
             let agent = agent.clone();
             tokio::spawn(async move {
@@ -218,22 +219,25 @@ async fn event_stream_live_and_resumable() {
 async fn plugin_registry_by_sha256() {
     let s = TestServer::start().await;
     let anon = s.anon();
-    let component = b"\0asm\x0d\0\x01\0 pretend component".to_vec();
+    // Uploads are for admins; downloads for anyone.
+    let admin = s.client("root", Role::Admin).await;
+    // An empty component with one custom section.
+    let component = b"\0asm\x0d\0\x01\0\0\x08\x07example".to_vec();
     let sha = hex::encode(sha2::Sha256::digest(&component));
-    let r = anon.send(anon.req(reqwest::Method::POST, "/phasebox/v1/plugins").body(component.clone())).await;
-    assert_eq!(r.status, StatusCode::OK);
+    let r = admin.send(admin.req(reqwest::Method::POST, "/phasebox/v1/plugins").body(component.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json(), json!({"sha256": sha, "size": component.len()}));
     let agent = s.agent("dut", &["q"]).await;
     let resp = agent.req(reqwest::Method::GET, &format!("/phasebox/v1/plugins/{sha}")).send().await.unwrap();
     assert_eq!(resp.headers()["content-type"], "application/wasm");
     assert_eq!(resp.bytes().await.unwrap().to_vec(), component);
     let other = "ab".repeat(32);
-    let r = anon
-        .send(anon.req(reqwest::Method::PUT, &format!("/phasebox/v1/plugins/{other}")).body(component.clone()))
+    let r = admin
+        .send(admin.req(reqwest::Method::PUT, &format!("/phasebox/v1/plugins/{other}")).body(component.clone()))
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(anon.get(&format!("/phasebox/v1/plugins/{other}")).await.status, StatusCode::NOT_FOUND);
-    let r = anon.send(anon.req(reqwest::Method::PUT, &format!("/phasebox/v1/plugins/{sha}")).body(component)).await;
+    let r = admin.send(admin.req(reqwest::Method::PUT, &format!("/phasebox/v1/plugins/{sha}")).body(component)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(anon.get("/phasebox/v1/plugins/zz").await.status, StatusCode::BAD_REQUEST);
     s.stop().await;
@@ -246,7 +250,7 @@ async fn metrics_text() {
     s.anon().submit(json!({"job_queue": "q"})).await;
     s.anon().submit(json!({"job_queue": "q"})).await;
     agent.claim(&["q"]).await.unwrap();
-    let r = s.anon().get("/metrics").await;
+    let r = agent.get("/metrics").await;
     assert_eq!(r.status, StatusCode::OK);
     for line in [
         "phasebox_queue_depth{queue=\"q\"} 1",

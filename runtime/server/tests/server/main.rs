@@ -11,6 +11,9 @@
 //!   exactly once (PostgreSQL only).
 //! * `openapi` — the OpenAPI document covers every route of the router, and only those.
 //! * `tls` — HTTPS with a self-signed certificate; bad certificate and key files.
+//! * `security_jobs`, `security_agents`, `security_server` — the attacks of issue 12 that the
+//!   server must hold against (named `itemNN_…` after the issue's items): jobs belong to their
+//!   submitters, agent credentials to their agents and queues, and server-wide limits.
 //!
 //! Tests that say so run on PostgreSQL too when PHASEBOX_TEST_POSTGRES_URL is set; with
 //! PHASEBOX_REQUIRE_POSTGRES=1 (as in CI) they fail without it instead.
@@ -22,4 +25,7 @@ mod openapi;
 mod replicas;
 mod robustness;
 mod roles;
+mod security_agents;
+mod security_jobs;
+mod security_server;
 mod tls;

@@ -70,6 +70,7 @@ async fn two_replicas_dispatch_every_job_exactly_once() {
     for i in 0..AGENTS {
         let name = format!("agent{i}");
         auth::create_client(&store, &name, SECRET, Role::Agent).await.unwrap();
+        auth::bind_agent(&store, &name, vec![name.clone()], vec![QUEUE.to_owned()]).await.unwrap();
         let base = &bases[i % 2];
         let r = http.post(format!("{base}/v1/oauth2/token")).basic_auth(&name, Some(SECRET)).send().await.unwrap();
         let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();

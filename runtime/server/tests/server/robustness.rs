@@ -13,6 +13,7 @@ async fn malformed_bodies_are_clear_4xx() {
     let anon = s.anon();
     let agent = s.agent("dut", &["q"]).await;
     let id = anon.submit(json!({"job_queue": "q"})).await;
+    agent.claim(&["q"]).await.expect("claimed: the agent writes into the job it claimed");
     let cases: Vec<(&crate::common::Api, String, &str, StatusCode)> = vec![
         (&anon, "/v1/job".into(), "{not json", StatusCode::BAD_REQUEST),
         (&anon, "/v1/job".into(), "[1, 2]", StatusCode::UNPROCESSABLE_ENTITY),
@@ -68,11 +69,12 @@ async fn oversized_bodies_are_413_and_store_nothing() {
     let job = s.store.get_job(&id).await.unwrap().unwrap();
     assert_eq!(job.attachments_status.as_deref(), Some("waiting"));
     assert!(agent.claim(&["q"]).await.is_none());
-    assert_eq!(agent.get(&format!("/v1/job/{id}/attachments")).await.status, StatusCode::NO_CONTENT);
+    assert!(!s.config.blob_dir.join("attachments").join(&id).exists(), "no attachments stored");
     let tmp = s.config.blob_dir.join("tmp");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "no temporary file left");
     // Within the limit it works.
     assert_eq!(anon.upload(&format!("/v1/job/{id}/attachments"), vec![7u8; 90_000]).await.status, StatusCode::OK);
+    agent.claim(&["q"]).await.expect("claimed: the agent writes into the job it claimed");
 
     let r = agent.upload(&format!("/v1/result/{id}/artifact"), vec![1u8; 150_000]).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -83,7 +85,8 @@ async fn oversized_bodies_are_413_and_store_nothing() {
     assert_eq!(r.json()["message"], "Payload too large");
     assert_eq!(anon.get(&format!("/v1/result/{id}")).await.json().get("device_info"), None);
 
-    let r = anon.send(anon.req(reqwest::Method::POST, "/phasebox/v1/plugins").body(vec![0u8; 150_000])).await;
+    let admin = s.client("root", Role::Admin).await;
+    let r = admin.send(admin.req(reqwest::Method::POST, "/phasebox/v1/plugins").body(vec![0u8; 150_000])).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(std::fs::read_dir(s.config.blob_dir.join("plugins")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
@@ -93,7 +96,7 @@ async fn oversized_bodies_are_413_and_store_nothing() {
 #[tokio::test]
 async fn restart_keeps_everything() {
     let s = TestServer::start_with(Options {
-        edit: Box::new(|c| c.jwt_signing_key_file = None), // the key made and kept in the database
+        edit: Box::new(|c| c.jwt_signing_key_file = None), // the key made and kept in `blob_dir`
         ..Options::default()
     })
     .await;
@@ -122,8 +125,8 @@ async fn restart_keeps_everything() {
     let anon = s.anon();
     assert_eq!(anon.get("/v1/agents/data/dut").await.json(), before_agent);
     assert_eq!(anon.get("/v1/agents/queues").await.json(), json!({"q": "the queue"}));
-    assert_eq!(anon.get(&format!("/v1/job/{waiting}/position")).await.text, "0");
-    assert_eq!(anon.get(&format!("/v1/result/{done}/artifact")).await.text, "artifact-bytes");
+    assert_eq!(alice.clone_for(&s).get(&format!("/v1/job/{waiting}/position")).await.text, "0");
+    assert_eq!(alice.clone_for(&s).get(&format!("/v1/result/{done}/artifact")).await.text, "artifact-bytes");
     assert_eq!(anon.get("/v1/job/search?tags=t").await.json()[0]["job_id"], done.as_str());
     let agent = s.login("dut").await;
     agent.post("/v1/agents/data/dut", json!({"state": "waiting"})).await;
@@ -149,6 +152,7 @@ async fn cancelled_writes_are_all_or_nothing() {
             created_at: phasebox_server::clock::now_micros(),
             attachments_status: None,
             client_id: None,
+            submitter: None,
             job_data: "{}".into(),
             exclude_agents: vec!["nobody".into()],
             tags: vec!["t".into()],
@@ -221,6 +225,7 @@ async fn postgres_session_settings_come_from_the_url() {
         created_at: now,
         attachments_status: None,
         client_id: None,
+        submitter: None,
         job_data: "{}".into(),
         exclude_agents: vec![],
         tags: vec![],
