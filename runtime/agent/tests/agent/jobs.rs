@@ -224,6 +224,7 @@ async fn a_secret_a_plugin_splits_escapes_or_writes_into_artifacts_never_reaches
     const TOKEN: &str = "Sp1it-s3cret-Value+42";
     let server = TestServer::start().await;
     let setup = AgentSetup::new(&server.url(), "phasebox", "", &[Dut::new("dut-l", "ql")]);
+    server.bind(&setup).await;
     let agent = RunningAgent::start(&setup);
     let user = server.user();
     user.put_secret(USER_ID, "lab/token", &Secret::new(TOKEN)).await.unwrap();

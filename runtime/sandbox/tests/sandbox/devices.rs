@@ -21,10 +21,13 @@ use crate::common::{rust_plugin, sandbox};
 
 /// A device that runs nothing: it answers each command with one line naming it and the
 /// environment variable names it got, exits with the status a trailing `exit N` asks for, and
-/// remembers the environment values so the test can check what reached the "device".
+/// remembers the environment values so the test can check what reached the "device". A command
+/// that runs a script copied to the device earlier (as `shell` runs `tf_cmd_script`) is named
+/// by the script's last line.
 #[derive(Default)]
 struct FakeDut {
     seen_env: Mutex<Vec<(String, String)>>,
+    files: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 struct FakeProcess {
@@ -47,9 +50,14 @@ impl Dut for FakeDut {
     }
     fn exec(&self, command: ExecCommand) -> BoxFuture<'_, Result<Box<dyn ExecIo>, DeviceFailure>> {
         let names: Vec<&str> = command.env.iter().map(|(k, _)| k.as_str()).collect();
-        let line = format!("ran {:?} with env {names:?}\n", command.command);
+        let script = self.files.lock().unwrap().iter().find_map(|(path, body)| {
+            let name = path.rsplit('/').next()?;
+            command.command.ends_with(&format!("../{name}")).then(|| String::from_utf8_lossy(body).into_owned())
+        });
+        let ran = script.as_deref().and_then(|s| s.lines().last()).unwrap_or(&command.command).to_owned();
+        let line = format!("ran {ran:?} with env {names:?}\n");
         self.seen_env.lock().unwrap().extend(command.env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
-        let code = command.command.rsplit_once("exit ").and_then(|(_, n)| n.trim().parse().ok()).unwrap_or(0);
+        let code = ran.rsplit_once("exit ").and_then(|(_, n)| n.trim().parse().ok()).unwrap_or(0);
         let mut events = vec![ExecEvent::Output(Stream::Stdout, Bytes::from(line))];
         if command.command == "print-env-values" {
             // Each value: half on stdout and half on stderr, then split within stdout around a
@@ -68,7 +76,8 @@ impl Dut for FakeDut {
         events.push(ExecEvent::Exited(code));
         Box::pin(async move { Ok(Box::new(FakeProcess { events }) as Box<dyn ExecIo>) })
     }
-    fn copy_to(&self, _: String, _: Vec<u8>) -> BoxFuture<'_, Result<(), DeviceFailure>> {
+    fn copy_to(&self, path: String, data: Vec<u8>) -> BoxFuture<'_, Result<(), DeviceFailure>> {
+        self.files.lock().unwrap().insert(path, data);
         Box::pin(async { Ok(()) })
     }
     fn copy_from(&self, _: String) -> BoxFuture<'_, Result<Vec<u8>, DeviceFailure>> {
@@ -129,10 +138,21 @@ async fn shell_runs_test_cmds_on_the_device_with_secrets_in_its_environment() {
     let data = json!({"test_cmds": "make check", "secrets": {"API_TOKEN": "lab/token"}});
     let ran = run("shell", &open_policy(), Some(dut.clone()), data).await.unwrap();
     assert!(ran.end.passed(), "{}", ran.end);
-    assert!(ran.stdout.contains("ran \"make check\" with env [\"API_TOKEN\"]"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("ran \"make check\" with env [\"DEVICE_IP\", \"agent_id\", \"API_TOKEN\"]"),
+        "{}",
+        ran.stdout
+    );
     assert!(!ran.stdout.contains("s3cret-token-value"));
-    assert_eq!(*dut.seen_env.lock().unwrap(), [("API_TOKEN".to_string(), "s3cret-token-value".to_string())]);
-    assert!(ran.device_calls.iter().any(|c| c.starts_with("run \"make check\"")), "{:?}", ran.device_calls);
+    let seen = dut.seen_env.lock().unwrap().clone();
+    assert!(seen.contains(&("API_TOKEN".to_string(), "s3cret-token-value".to_string())), "{seen:?}");
+    // The commands travel as a script, then run from the job's own directory on the device.
+    assert!(
+        ran.device_calls.iter().any(|c| c.starts_with("copy-to phasebox-jobs/job/tf_cmd_script")),
+        "{:?}",
+        ran.device_calls
+    );
+    assert!(ran.device_calls.iter().any(|c| c.contains("exec ../tf_cmd_script")), "{:?}", ran.device_calls);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::jobs::agent_queues;
 use super::{FieldErrors, RawBody, json_object, no_content, ok_text, query_all, query_pairs};
-use crate::auth::{self, Caller};
+use crate::auth::{self, Caller, Principal, Role};
 use crate::clock::{iso_z, now_micros};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -59,8 +59,12 @@ pub async fn get_queues(State(st): State<AppState>, caller: Caller) -> ApiResult
 
 /// `POST /v1/agents/queues` (agent, manager, admin): `{queue: description}`.
 pub async fn post_queues(State(st): State<AppState>, caller: Caller, RawBody(body): RawBody) -> ApiResult<Response> {
-    caller.require(auth::AGENTS_AND_MANAGERS)?;
+    let principal = caller.require(auth::AGENTS_AND_MANAGERS)?;
     let map = json_object(&body)?;
+    // An agent describes only the queues it is bound to.
+    if principal.role == Role::Agent {
+        principal.require_agent_queues(&map.keys().cloned().collect::<Vec<_>>())?;
+    }
     let mut errors = FieldErrors::default();
     for (k, v) in &map {
         if k.is_empty() {
@@ -88,8 +92,12 @@ pub async fn get_images(
 /// `POST /v1/agents/images` (agent, manager, admin): `{queue: {image: provision data}}`;
 /// each queue's map is replaced.
 pub async fn post_images(State(st): State<AppState>, caller: Caller, RawBody(body): RawBody) -> ApiResult<Response> {
-    caller.require(auth::AGENTS_AND_MANAGERS)?;
+    let principal = caller.require(auth::AGENTS_AND_MANAGERS)?;
     let map = json_object(&body)?;
+    // An agent replaces only the images of the queues it is bound to.
+    if principal.role == Role::Agent {
+        principal.require_agent_queues(&map.keys().cloned().collect::<Vec<_>>())?;
+    }
     let mut errors = FieldErrors::default();
     for (queue, images) in &map {
         let Some(images) = images.as_object() else {
@@ -112,20 +120,46 @@ pub async fn post_images(State(st): State<AppState>, caller: Caller, RawBody(bod
 
 /// `GET /v1/agents/data` (contributor, manager, admin): every agent.
 pub async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    caller.require(auth::USERS)?;
+    let principal = caller.require(auth::USERS)?;
     let owners = owners(&st.store).await?;
-    let agents = st.store.list_agents().await?;
-    Ok(Json(Value::Array(agents.into_iter().map(|(doc, at)| agent_out(doc, at, &owners)).collect())))
+    let mut out = Vec::new();
+    for (doc, at) in st.store.list_agents().await? {
+        out.push(agent_out(hide_anonymous_job(&st, &principal, doc).await?, at, &owners));
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// An agent's document as `principal` may see it: the id of the job it runs is the only
+/// credential of a job submitted without credentials, so it is shown to admins only (`null`
+/// for others), as in job listings ([`super::listed_job_id`]).
+async fn hide_anonymous_job(
+    st: &AppState,
+    principal: &Principal,
+    mut doc: Map<String, Value>,
+) -> ApiResult<Map<String, Value>> {
+    if principal.role == Role::Admin {
+        return Ok(doc);
+    }
+    if let Some(id) = doc.get("job_id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
+        let anonymous = match st.store.get_job(id).await? {
+            Some(job) => job.submitter.is_none(),
+            None => false,
+        };
+        if anonymous {
+            doc.insert("job_id".into(), Value::Null);
+        }
+    }
+    Ok(doc)
 }
 
 /// `GET /v1/agents/data/<name>` (any role): one agent; 404 `{}` when unknown.
 pub async fn get(State(st): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
-    caller.require(auth::ANY)?;
+    let principal = caller.require(auth::ANY)?;
     let Some((doc, at)) = st.store.get_agent(&name).await? else {
         return Ok((StatusCode::NOT_FOUND, Json(json!({}))).into_response());
     };
     let owners = owners(&st.store).await?;
-    Ok(Json(agent_out(doc, at, &owners)).into_response())
+    Ok(Json(agent_out(hide_anonymous_job(&st, &principal, doc).await?, at, &owners)).into_response())
 }
 
 const AGENT_STRINGS: [&str; 6] = ["identifier", "job_id", "location", "provision_type", "state", "comment"];

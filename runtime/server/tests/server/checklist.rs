@@ -626,7 +626,7 @@ async fn item23_agent_data() {
 async fn item24_queues_and_images() {
     let s = TestServer::start().await;
     let anon = s.anon();
-    let agent = s.client("dut", Role::Agent).await;
+    let agent = s.agent("dut", &["q", "r"]).await;
     let r = agent.post("/v1/agents/queues", json!({"q": "the q", "r": "the r"})).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(anon.get("/v1/agents/queues").await.json(), json!({"q": "the q", "r": "the r"}));

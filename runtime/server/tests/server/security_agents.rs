@@ -108,3 +108,40 @@ async fn item11_only_admins_make_or_change_agent_clients() {
     assert!(e.to_string().contains("not agent"), "{e}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn item11_an_agent_describes_only_its_own_queues_and_images() {
+    let s = TestServer::start().await;
+    let rogue = s.agent("rogue-dut", &["scratch"]).await;
+    let r = rogue.post("/v1/agents/queues", json!({"lab": "hijacked description"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "described another agent's queue: {}", r.text);
+    let r = rogue.post("/v1/agents/images", json!({"lab": {"noble": "url: http://127.0.0.1:9/evil.img"}})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "replaced another queue's images: {}", r.text);
+    assert!(message(&r).contains("may not take jobs from queue \"lab\""), "{}", r.text);
+    // Its own queue, as before.
+    let r = rogue.post("/v1/agents/queues", json!({"scratch": "the rogue's own"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = rogue.post("/v1/agents/images", json!({"scratch": {"noble": "url: http://127.0.0.1:9/ok.img"}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn item12_agent_documents_do_not_reveal_the_id_of_a_running_anonymous_job() {
+    let s = TestServer::start().await;
+    let lab = s.agent("lab-dut", &["lab"]).await;
+    let anonymous = s.anon();
+    let id = anonymous.submit(json!({"job_queue": "lab", "test_data": {"test_cmds": "true"}})).await;
+    lab.claim(&["lab"]).await.expect("the agent claims");
+    let r = lab.post("/v1/agents/data/lab-dut", json!({"state": "test", "job_id": id})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Another client listing agents learns nothing that would let it read or cancel the job.
+    let mallory = s.client("mallory", Role::Contributor).await;
+    for doc in [mallory.get("/v1/agents/data").await.text, mallory.get("/v1/agents/data/lab-dut").await.text] {
+        assert!(!doc.contains(&id), "an agent document shows the anonymous job's id: {doc}");
+    }
+    // An admin still sees which job each agent runs.
+    let admin = s.client("root", Role::Admin).await;
+    assert!(admin.get("/v1/agents/data/lab-dut").await.text.contains(&id));
+    s.stop().await;
+}
