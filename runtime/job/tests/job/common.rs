@@ -121,6 +121,16 @@ impl Buffer {
     }
 }
 
+/// Every bundled plugin (built first), as a runner configuration's `plugins` list.
+pub fn bundled_plugins() -> String {
+    phasebox_guests::build().unwrap();
+    let paths: Vec<String> = phasebox_guests::PLUGINS
+        .iter()
+        .map(|n| format!("{:?}", phasebox_guests::path(n).display().to_string()))
+        .collect();
+    paths.join(", ")
+}
+
 /// A gzip-compressed tar of `(name, content)` regular files; names are written byte for byte
 /// (the `tar` crate's safe setters refuse `..`, which hostile archives need).
 pub fn tarball(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -30,11 +30,6 @@ async fn serve(files: BTreeMap<String, Vec<u8>>) -> (u16, FileServer) {
 /// A runner with every bundled plugin, no `[defaults]`, and a policy that allows the device
 /// handles and HTTP to 127.0.0.1 only.
 fn runner(port: u16, http: &str) -> RunnerConfig {
-    phasebox_guests::build().unwrap();
-    let plugins: Vec<String> = phasebox_guests::PLUGINS
-        .iter()
-        .map(|n| format!("{:?}", phasebox_guests::path(n).display().to_string()))
-        .collect();
     let text = format!(
         r#"
 plugins = [{plugins}]
@@ -55,7 +50,7 @@ exec = true
 http = [{http}]
 dns = ["*"]
 "#,
-        plugins = plugins.join(", "),
+        plugins = crate::common::bundled_plugins(),
     );
     RunnerConfig::from_toml(&text, std::path::Path::new(".")).unwrap()
 }

@@ -14,11 +14,6 @@ use phasebox_job::{
 
 /// A runner with the bundled plugins whose policy allows what `shell` asks for.
 fn runner() -> RunnerConfig {
-    phasebox_guests::build().unwrap();
-    let plugins: Vec<String> = phasebox_guests::PLUGINS
-        .iter()
-        .map(|n| format!("{:?}", phasebox_guests::path(n).display().to_string()))
-        .collect();
     let text = format!(
         r#"
 plugins = [{plugins}]
@@ -35,22 +30,9 @@ files = [
 exec = true
 power = true
 "#,
-        plugins = plugins.join(", "),
+        plugins = crate::common::bundled_plugins(),
     );
     RunnerConfig::from_toml(&text, std::path::Path::new(".")).unwrap()
-}
-
-/// `entries` as Testflinger's attachments.tar.gz (`<phase>/<path>`).
-fn attachments(entries: &[(&str, &str)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    for (path, text) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(text.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, path, text.as_bytes()).unwrap();
-    }
-    builder.into_inner().unwrap().finish().unwrap()
 }
 
 async fn run(sim: &DutSimHandle, job: &str, archive: Option<Vec<u8>>) -> (JobOutcome, tempfile::TempDir) {
@@ -108,7 +90,7 @@ test_data:
     cat attachments/test/data/notes.txt
     cp attachments/test/data/notes.txt artifacts/
 "#;
-    let archive = attachments(&[("test/data/notes.txt", "attached notes\n")]);
+    let archive = crate::common::tarball(&[("test/data/notes.txt", b"attached notes\n")]);
     let (outcome, _dir) = run(&sim, job, Some(archive)).await;
     let output = test_output(&outcome);
     assert!(outcome.passed(), "{:?}\n{output}", outcome.end_reason);
