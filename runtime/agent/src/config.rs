@@ -148,8 +148,14 @@ pub struct DutEntry {
     /// `agent_name` cookie), and the `name` plugins see (it replaces the runner configuration's
     /// `[dut] name`). Unique within the file.
     pub name: String,
-    /// The queues it takes jobs from.
+    /// The queues it takes jobs from. Each is advertised to the server at start (Testflinger's
+    /// `advertised_queues`: what `list-queues` shows), with its description from
+    /// `advertised_queues` or none.
     pub queues: Vec<String>,
+    /// Descriptions of some of `queues`, as `list-queues` shows them: `{ rpi4 = "Raspberry Pi 4,
+    /// 8 GB" }`.
+    #[serde(default)]
+    pub advertised_queues: std::collections::BTreeMap<String, String>,
     /// Its runner configuration (plugins, defaults per phase, policy, device; see
     /// `config/runner.toml`).
     pub runner: PathBuf,
@@ -248,6 +254,12 @@ impl AgentConfig {
             }
             if dut.queues.is_empty() || dut.queues.iter().any(|q| q.trim().is_empty()) {
                 return Err(format!("dut {:?}: queues must list at least one non-empty queue name", dut.name));
+            }
+            if let Some(q) = dut.advertised_queues.keys().find(|q| !dut.queues.contains(q)) {
+                return Err(format!(
+                    "dut {:?}: advertised_queues describes {q:?}, which is not one of its queues {:?}",
+                    dut.name, dut.queues
+                ));
             }
         }
         for (key, value) in [
@@ -367,6 +379,12 @@ mod tests {
         assert!(AgentConfig::from_toml(&slash, Path::new(".")).is_err());
         let no_queue = MINIMAL.replace("[\"q\"]", "[]");
         assert!(AgentConfig::from_toml(&no_queue, Path::new(".")).is_err());
+        let described = format!("{MINIMAL}advertised_queues = {{ q = \"the q\" }}\n");
+        let c = AgentConfig::from_toml(&described, Path::new(".")).unwrap();
+        assert_eq!(c.duts[0].advertised_queues["q"], "the q");
+        let foreign = format!("{MINIMAL}advertised_queues = {{ other = \"not served\" }}\n");
+        let err = AgentConfig::from_toml(&foreign, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("\"other\", which is not one of its queues"), "{err}");
         let no_dut = "server = \"https://x\"\nspool_dir = \"s\"\ndut = []\n";
         assert!(AgentConfig::from_toml(no_dut, Path::new(".")).unwrap_err().to_string().contains("[[dut]]"));
     }

@@ -245,6 +245,14 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
     }
     outbox.push(Delivery::AgentData { agent: name.clone(), body });
     outbox.barrier().await;
+    // What `list-queues` shows, as Testflinger's agent advertises at start. Best effort, and
+    // beside the loop: a server that is slow or refuses it still hands out jobs at once.
+    let (client, queues, dut) = (shared.client.clone(), advertised_queues(&entry), name.clone());
+    tokio::spawn(async move {
+        if let Err(e) = client.post_queues(&queues).await {
+            tracing::warn!(dut = %dut, error = %e, "advertising the DUT's queues failed");
+        }
+    });
     let mut last_post = Instant::now();
     let mut failures = 0u32;
 
@@ -386,6 +394,17 @@ fn registration(entry: &DutEntry) -> Value {
     body
 }
 
+/// `POST /v1/agents/queues` at start: every queue of the DUT, with its description if the
+/// configuration gives one.
+fn advertised_queues(entry: &DutEntry) -> Value {
+    let map: serde_json::Map<String, Value> = entry
+        .queues
+        .iter()
+        .map(|q| (q.clone(), Value::String(entry.advertised_queues.get(q).cloned().unwrap_or_default())))
+        .collect();
+    Value::Object(map)
+}
+
 async fn post_state(outbox: &Outbox, name: &str, state: &str, comment: &str) {
     outbox.push(Delivery::AgentData { agent: name.to_owned(), body: json!({ "state": state, "comment": comment }) });
     outbox.barrier().await;
@@ -511,6 +530,7 @@ mod tests {
             device: None,
             location: None,
             provision_type: None,
+            advertised_queues: Default::default(),
         };
         assert_eq!(claim_queues(&entry, &json!({"restricted_to": {}})), ["a", "b"]);
         assert_eq!(claim_queues(&entry, &json!({"restricted_to": {"b": ["owner"]}})), ["b"]);

@@ -43,6 +43,11 @@ async fn a_job_runs_to_complete_over_long_poll_with_fragments_in_order_results_a
         server.agent_doc("dut-a").await.is_some_and(|d| d["state"] == "waiting")
     })
     .await;
+    // Its queue is advertised, as `testflinger-cli list-queues` shows them.
+    wait_until(Duration::from_secs(30), "queue qa advertised", || async {
+        client.list_queues().await.is_ok_and(|q| q.contains_key("qa"))
+    })
+    .await;
 
     let job = seven_phases(
         "qa",
