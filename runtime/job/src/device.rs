@@ -158,7 +158,7 @@ impl FlashIo for Flash {
 }
 
 /// How long [`restore_power`] waits for a device it switched on to answer.
-pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Makes a device that the last job's cleanup switched off (`cleanup = "power-off"`) usable
 /// again for a job that does not provision it, as Testflinger's devices are always found: if
