@@ -65,6 +65,12 @@ fn artifact_names(outcome: &JobOutcome) -> Vec<String> {
     entries.filter(|e| e.header().entry_type().is_file()).map(|e| e.path().unwrap().display().to_string()).collect()
 }
 
+/// Testflinger's most common job: no provisioning, `cmds` as test_cmds.
+fn noprovision_job(cmds: &str) -> String {
+    let cmds: String = cmds.lines().map(|line| format!("    {line}\n")).collect();
+    format!("job_queue: sim\nprovision_data:\n  skip: true\ntest_data:\n  test_cmds: |\n{cmds}")
+}
+
 fn test_output(outcome: &JobOutcome) -> String {
     outcome.results.output.get(&Phase::Test).cloned().unwrap_or_default()
 }
@@ -108,30 +114,16 @@ test_data:
 #[tokio::test]
 async fn two_jobs_in_a_row_on_one_device_never_see_each_others_files() {
     let sim = sim().await;
-    let first = r#"
-job_queue: sim
-provision_data:
-  skip: true
-test_data:
-  test_cmds: |
-    mkdir -p artifacts && echo from-A > artifacts/secret-from-A.txt && echo A > left-by-A.txt
-"#;
-    let (outcome, _dir) = run(&sim, first, None).await;
+    let first =
+        noprovision_job("mkdir -p artifacts && echo from-A > artifacts/secret-from-A.txt && echo A > left-by-A.txt");
+    let (outcome, _dir) = run(&sim, &first, None).await;
     assert!(outcome.passed(), "{:?}\n{}", outcome.end_reason, test_output(&outcome));
     assert_eq!(artifact_names(&outcome), ["artifacts/secret-from-A.txt"]);
 
-    let second = r#"
-job_queue: sim
-provision_data:
-  skip: true
-test_data:
-  test_cmds: |
-    echo "cwd holds: [$(ls -A)]"
-    mkdir -p artifacts && echo from-B > artifacts/b.txt
-"#;
+    let second = noprovision_job("echo \"cwd holds: [$(ls -A)]\"\nmkdir -p artifacts && echo from-B > artifacts/b.txt");
     // Job A's cleanup switched the device off; job B does not provision, and finds it on.
     assert!(!sim.is_powered());
-    let (outcome, _dir) = run(&sim, second, None).await;
+    let (outcome, _dir) = run(&sim, &second, None).await;
     let output = test_output(&outcome);
     assert!(outcome.passed(), "{:?}\n{output}\n{}", outcome.end_reason, outcome.results.to_json());
     assert!(output.contains("cwd holds: []"), "{output}");
@@ -142,16 +134,8 @@ test_data:
 #[tokio::test]
 async fn the_commands_see_testflinger_variables_and_their_exit_status_decides() {
     let sim = sim().await;
-    let job = r#"
-job_queue: sim
-provision_data:
-  skip: true
-test_data:
-  test_cmds: |
-    echo "device $DEVICE_IP agent $agent_id"
-    exit 3
-"#;
-    let (outcome, _dir) = run(&sim, job, None).await;
+    let job = noprovision_job("echo \"device $DEVICE_IP agent $agent_id\"\nexit 3");
+    let (outcome, _dir) = run(&sim, &job, None).await;
     let output = test_output(&outcome);
     assert!(!outcome.passed());
     assert!(output.contains("device 127.0.0.1 agent sim-tf"), "{output}");
