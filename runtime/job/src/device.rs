@@ -82,6 +82,10 @@ impl Dut for DeviceDut {
             Ok(Box::new(Flash(writer)) as Box<dyn FlashIo>)
         })
     }
+
+    fn wait_until_reachable(&self, timeout: Duration) -> BoxFuture<'_, Result<Duration, DeviceFailure>> {
+        Box::pin(async move { self.0.wait_until_reachable(timeout).await.map_err(failure) })
+    }
 }
 
 struct Console(phasebox_device::ConsoleSession);
@@ -172,35 +176,13 @@ pub(crate) async fn restore_power(dut: &dyn Dut, timeout: Duration) -> Result<Op
         Err(e) => return Err(format!("its power status could not be read: {e}")),
     }
     dut.power(PowerAction::On).await.map_err(|e| format!("it was off and could not be switched on: {e}"))?;
-    let started = tokio::time::Instant::now();
-    let mut last = String::from("no answer yet");
-    while started.elapsed() < timeout {
-        let command = ExecCommand { command: "true".into(), env: Vec::new(), timeout: Some(Duration::from_secs(10)) };
-        match dut.exec(command).await {
-            Ok(mut process) => loop {
-                match process.next().await {
-                    Ok(ExecEvent::Exited(0)) => {
-                        return Ok(Some(format!(
-                            "the device was off (the last job's cleanup): switched on, answering after {:.1} s",
-                            started.elapsed().as_secs_f64()
-                        )));
-                    }
-                    Ok(ExecEvent::Exited(code)) => {
-                        last = format!("`true` exited with {code}");
-                        break;
-                    }
-                    Ok(ExecEvent::Output(..)) => {}
-                    Err(e) => {
-                        last = e.to_string();
-                        break;
-                    }
-                }
-            },
-            // No command execution: switched on is all that can be done.
-            Err(DeviceFailure::NotConfigured) => return Ok(Some("the device was off: switched on".into())),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    match dut.wait_until_reachable(timeout).await {
+        Ok(took) => Ok(Some(format!(
+            "the device was off (the last job's cleanup): switched on, answering after {:.1} s",
+            took.as_secs_f64()
+        ))),
+        // No command execution: switched on is all that can be done.
+        Err(DeviceFailure::NotConfigured) => Ok(Some("the device was off: switched on".into())),
+        Err(e) => Err(format!("it was switched on but did not answer within {} s: {e}", timeout.as_secs())),
     }
-    Err(format!("it was switched on but did not answer within {} s (last: {last})", timeout.as_secs()))
 }

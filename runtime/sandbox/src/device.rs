@@ -110,6 +110,15 @@ pub trait Dut: Send + Sync + 'static {
     fn copy_from(&self, path: String) -> BoxFuture<'_, Result<Vec<u8>, DeviceFailure>>;
     /// Starts writing an image to the device's storage.
     fn flash(&self) -> BoxFuture<'_, Result<Box<dyn FlashIo>, DeviceFailure>>;
+    /// Waits until the device runs commands (after it was switched on), for at most
+    /// `timeout`; returns how long it took. A device that cannot tell answers `NotConfigured`.
+    fn wait_until_reachable(
+        &self,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'_, Result<std::time::Duration, DeviceFailure>> {
+        let _ = timeout;
+        Box::pin(async { Err(DeviceFailure::NotConfigured) })
+    }
 }
 
 /// An open console.
