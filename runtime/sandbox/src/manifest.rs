@@ -138,28 +138,10 @@ pub fn embed(component: &[u8], manifest: &Manifest) -> Result<Vec<u8>, String> {
     if embedded(component)?.is_some() {
         return Err(format!("the component already has a `{SECTION}` section"));
     }
-    let text = manifest.to_toml();
-    let mut body = Vec::new();
-    leb128(&mut body, SECTION.len() as u64);
-    body.extend_from_slice(SECTION.as_bytes());
-    body.extend_from_slice(text.as_bytes());
+    let section = wasm_encoder::CustomSection { name: SECTION.into(), data: manifest.to_toml().into_bytes().into() };
     let mut out = component.to_vec();
-    out.push(0); // custom section id
-    leb128(&mut out, body.len() as u64);
-    out.extend_from_slice(&body);
+    wasm_encoder::ComponentSection::append_to_component(&section, &mut out);
     Ok(out)
-}
-
-fn leb128(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 #[cfg(test)]

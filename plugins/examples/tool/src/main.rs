@@ -102,14 +102,9 @@ fn embed_manifest(component: &Path, manifest: &Path, out: &Path) -> Result<()> {
     if has_manifest(&bytes).with_context(|| format!("reading {}", component.display()))? {
         bail!("{} already carries a `{MANIFEST_SECTION}` section", component.display());
     }
-    let mut body = Vec::new();
-    leb128(&mut body, MANIFEST_SECTION.len() as u64);
-    body.extend_from_slice(MANIFEST_SECTION.as_bytes());
-    body.extend_from_slice(text.as_bytes());
+    let section = wasm_encoder::CustomSection { name: MANIFEST_SECTION.into(), data: text.into_bytes().into() };
     let mut with = bytes;
-    with.push(0); // custom section id
-    leb128(&mut with, body.len() as u64);
-    with.extend_from_slice(&body);
+    wasm_encoder::ComponentSection::append_to_component(&section, &mut with);
     write(out, &with)
 }
 
@@ -127,18 +122,6 @@ fn has_manifest(bytes: &[u8]) -> Result<bool> {
         }
     }
     Ok(false)
-}
-
-fn leb128(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
