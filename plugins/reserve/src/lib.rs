@@ -15,10 +15,12 @@
 //! `authorized_keys`), each once. The connect line uses the facts `device_ip` (or `ssh_host`)
 //! and `ssh_port`, and the device's own `id -un`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use phasebox_plugin_sdk::{self as sdk, Failure, Guest, Outcome, PhaseContext};
 use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Testflinger's default reservation time.
 const DEFAULT_TIMEOUT: u64 = 3600;
@@ -67,12 +69,14 @@ impl Guest for Reserve {
             .to_owned();
         let host = sdk::fact(&ctx, "device_ip").or_else(|| sdk::fact(&ctx, "ssh_host")).unwrap_or(&name).to_owned();
         let port = sdk::fact(&ctx, "ssh_port").filter(|p| *p != "22").map(|p| format!(" -p {p}")).unwrap_or_default();
-        let now = unix_now();
+        let now = OffsetDateTime::now_utc();
         println!("*** TESTFLINGER SYSTEM RESERVED ***");
         println!("You can now connect to {user}@{host}");
         println!("  ssh{port} {user}@{host}");
         println!("Current time:           {}", rfc3339(now));
-        println!("Reservation expires at: {}", rfc3339(now + timeout));
+        // A timeout past the calendar's end (a hostile or mistyped job) shows as `never`.
+        let expires = i64::try_from(timeout).ok().and_then(|t| now.checked_add(time::Duration::seconds(t)));
+        println!("Reservation expires at: {}", expires.map_or_else(|| "never".to_owned(), rfc3339));
         println!("Reservation will automatically timeout in {timeout} seconds");
         println!("To end the reservation sooner use: phasebox cancel {}", ctx.job_id);
         sdk::log::info(&format!("{name} reserved for {timeout} s with {} key(s)", keys.len()));
@@ -169,25 +173,10 @@ fn install(ctx: &PhaseContext, keys: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ`: whole seconds, as a user reads and types it.
+fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 sdk::export_phase!(Reserve);
@@ -198,9 +187,12 @@ mod tests {
 
     #[test]
     fn dates_format_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_392_000 + 3_723), "2026-11-23T01:02:03Z");
+        let at = |secs| rfc3339(OffsetDateTime::from_unix_timestamp(secs).unwrap());
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_392_000 + 3_723), "2026-11-23T01:02:03Z");
+        let fraction = OffsetDateTime::from_unix_timestamp_nanos(1_500_000_000).unwrap();
+        assert_eq!(rfc3339(fraction), "1970-01-01T00:00:01Z");
     }
 
     #[test]
