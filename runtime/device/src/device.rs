@@ -12,7 +12,7 @@ use crate::error::{ConfigError, DeviceError, ErrorKind};
 use crate::exec::{ExecProcess, ExecRequest, SshLink};
 use crate::flash::{FlashTarget, FlashWriter};
 use crate::power::{PowerAction, PowerDriver, PowerState};
-use crate::record::{Handle, Recorder, Shared, Started};
+use crate::record::{Handle, Shared, Started};
 
 /// One device under test, reached the way its [`DeviceConfig`] says.
 ///
@@ -95,12 +95,6 @@ impl Device {
     /// What the agent does with the DUT after every job.
     pub fn cleanup_action(&self) -> CleanupAction {
         self.cleanup
-    }
-
-    /// Sends the record of every following operation (of this device and of the sessions,
-    /// processes and flash writers it hands out) to `recorder`; `None` stops recording.
-    pub fn set_recorder(&self, recorder: Option<Arc<dyn Recorder>>) {
-        self.shared.set_recorder(recorder);
     }
 
     fn not_configured(&self, handle: Handle, operation: &'static str) -> DeviceError {

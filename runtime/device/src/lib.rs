@@ -21,11 +21,12 @@
 //! power command's stderr, the address that refused a connection) go to the agent's own log
 //! through `tracing`, which only the operator reads.
 //!
-//! # Records
+//! # The operation log
 //!
-//! Every operation, successful or not, produces an [`OperationRecord`] (handle, operation,
-//! start time, duration, outcome) delivered to the [`Recorder`] installed with
-//! [`Device::set_recorder`], so the job engine can put it in the job's event stream.
+//! Every operation, successful or not, is logged through `tracing` (handle, operation,
+//! duration, outcome) for the operator. A job's own view of its device calls comes from the
+//! sandbox, which puts each call a plugin makes, with its outcome and duration, in the job's
+//! event stream.
 //!
 //! # Example
 //!
@@ -71,4 +72,4 @@ pub use error::{ConfigError, DeviceError, ErrorKind};
 pub use exec::{ExecOutput, ExecProcess, ExecRequest, ExitStatus, Stream, shell_quote};
 pub use flash::{FlashReport, FlashWriter};
 pub use power::PowerState;
-pub use record::{Handle, MemoryRecorder, OperationRecord, Recorder};
+pub use record::Handle;

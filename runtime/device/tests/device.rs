@@ -1,13 +1,12 @@
 //! The device handles against the simulated DUT (`phasebox-dutsim`), which speaks the same
 //! protocols as lab hardware: HTTP power, a TCP console, SSH.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use phasebox_device::{
-    CleanupAction, Device, DeviceConfig, ErrorKind, ExecRequest, Handle, MemoryRecorder, Pattern, PowerCommands,
-    PowerConfig, PowerState, SecretString, Stream,
+    CleanupAction, Device, DeviceConfig, ErrorKind, ExecRequest, Handle, Pattern, PowerCommands, PowerConfig,
+    PowerState, SecretString, Stream,
 };
 use phasebox_dutsim::{DutSim, DutSimConfig, DutSimHandle};
 use sha2::Digest;
@@ -42,9 +41,6 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 async fn power_on_off_cycle_and_status() {
     let sim = sim().await;
     let device = device(&sim);
-    let recorder = MemoryRecorder::new();
-    device.set_recorder(Some(Arc::new(recorder.clone())));
-
     assert_eq!(device.power_status().await.unwrap(), PowerState::On);
     assert_eq!(device.power_off().await.unwrap(), PowerState::Off);
     assert!(!sim.is_powered());
@@ -55,25 +51,6 @@ async fn power_on_off_cycle_and_status() {
     assert_eq!(device.power_status().await.unwrap(), PowerState::On);
     device.wait_until_reachable(5 * SECOND).await.unwrap();
 
-    let records = recorder.take();
-    let operations: Vec<_> = records.iter().map(|r| (r.handle, r.operation, r.ok)).collect();
-    assert_eq!(
-        operations,
-        vec![
-            (Handle::Power, "status", true),
-            (Handle::Power, "off", true),
-            (Handle::Power, "status", true),
-            (Handle::Power, "on", true),
-            (Handle::Power, "cycle", true),
-            (Handle::Power, "status", true),
-            (Handle::Exec, "wait-reachable", true),
-        ]
-    );
-    assert!(records.iter().all(|r| r.device == "dutsim" && r.duration < 5 * SECOND));
-    assert_eq!(records[1].detail, "state off");
-    let json = serde_json::to_value(&records[0]).unwrap();
-    assert_eq!(json["handle"], "power");
-    assert!(json["duration_ms"].as_f64().unwrap() >= 0.0 && json["started_at_ms"].as_u64().unwrap() > 0);
     sim.shutdown().await;
 }
 
@@ -207,8 +184,6 @@ fn process_gone(pid: u32) -> bool {
 async fn a_command_past_its_timeout_is_killed() {
     let sim = sim().await;
     let device = device(&sim);
-    let recorder = MemoryRecorder::new();
-    device.set_recorder(Some(Arc::new(recorder.clone())));
     let started = std::time::Instant::now();
     let mut process = device
         .exec(ExecRequest::new("sleep 30 & echo $! > bg.pid; echo $$ > fg.pid; echo started; wait").timeout(SECOND))
@@ -225,8 +200,6 @@ async fn a_command_past_its_timeout_is_killed() {
         eventually(&format!("{file} {pid} to die"), || process_gone(pid)).await;
     }
     eventually("the sim to forget the command", || sim.running_commands() == 0).await;
-    let record = recorder.records().into_iter().find(|r| r.operation == "run").unwrap();
-    assert!(!record.ok && record.detail.contains("timed out"), "{record:?}");
 
     // Dropping a running process kills it too.
     let process = device.exec(ExecRequest::new("echo $$ > dropped.pid; sleep 30")).await.unwrap();
