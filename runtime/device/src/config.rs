@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Unknown keys are errors. Durations are a number of seconds or a string such as `"10s"`,
-//! `"500ms"`, `"1m30s"`.
+//! `"500ms"`, `"1m30s"` (the grammar of every phasebox configuration: `phasebox_config::units`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration;
 use crate::error::ConfigError;
 use crate::record::Handle;
+use phasebox_config::units::serde_duration as duration;
 
 /// One DUT as the agent operator describes it: its name, the facts shown to plugins, and how
 /// each of its handles is reached. A handle left out is not available on this DUT.

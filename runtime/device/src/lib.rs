@@ -54,7 +54,6 @@
 mod config;
 mod console;
 mod device;
-mod duration;
 mod error;
 mod exec;
 mod flash;
@@ -67,7 +66,6 @@ pub use config::{
 };
 pub use console::{ConsoleSession, Pattern};
 pub use device::Device;
-pub use duration::parse_duration;
 pub use error::{ConfigError, DeviceError, ErrorKind};
 pub use exec::{ExecOutput, ExecProcess, ExecRequest, ExitStatus, Stream, shell_quote};
 pub use flash::{FlashReport, FlashWriter};

@@ -23,7 +23,8 @@
 //! facts = { device_ip = "10.0.0.5" }
 //! ```
 //!
-//! Relative paths (`plugins`, `engine.cache_dir`) are relative to the file's directory.
+//! Relative paths (`plugins`, `device`, `engine.cache_dir`, `engine.cache_key_file`) are relative
+//! to the file's directory. Durations and sizes follow `phasebox_config::units`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,35 +161,17 @@ impl Default for RunnerConfig {
 impl RunnerConfig {
     /// Reads a configuration file; relative paths in it are taken from the file's directory.
     pub fn from_file(path: &Path) -> Result<Self, JobError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| JobError::Config { path: path.to_owned(), reason: e.to_string() })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Self::from_toml(&text, base).map_err(|e| match e {
-            JobError::Config { reason, .. } => JobError::Config { path: path.to_owned(), reason },
-            other => other,
-        })
+        let config: RunnerConfig = phasebox_config::load(path).map_err(|e| config_error(path, e))?;
+        config.validate().map_err(|reason| JobError::Config { path: path.to_owned(), reason })?;
+        Ok(config)
     }
 
     /// Parses configuration text; relative paths are taken from `base_dir`.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, JobError> {
-        let bad = |reason: String| JobError::Config { path: PathBuf::from("(inline)"), reason };
-        let mut config: RunnerConfig = toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_owned()))?;
-        for p in &mut config.plugins {
-            if p.is_relative() {
-                *p = base_dir.join(&*p);
-            }
-        }
-        if let Some(cache) = &mut config.engine.cache_dir
-            && cache.is_relative()
-        {
-            *cache = base_dir.join(&*cache);
-        }
-        if let Some(device) = &mut config.device
-            && device.is_relative()
-        {
-            *device = base_dir.join(&*device);
-        }
-        config.validate().map_err(bad)?;
+        let inline = Path::new("(inline)");
+        let config: RunnerConfig =
+            phasebox_config::parse(text, inline, base_dir).map_err(|e| config_error(inline, e))?;
+        config.validate().map_err(|reason| JobError::Config { path: inline.to_owned(), reason })?;
         Ok(config)
     }
 
@@ -197,8 +180,8 @@ impl RunnerConfig {
         if self.cleanup_budget >= self.job_timeout {
             return Err(format!(
                 "cleanup_budget ({}) must be shorter than job_timeout ({}): it is kept out of it for cleanup",
-                phasebox_sandbox::units::format_duration(self.cleanup_budget),
-                phasebox_sandbox::units::format_duration(self.job_timeout)
+                phasebox_config::units::format_duration(self.cleanup_budget),
+                phasebox_config::units::format_duration(self.job_timeout)
             ));
         }
         if self.cleanup_budget.is_zero() {
@@ -246,7 +229,28 @@ impl RunnerConfig {
     }
 }
 
-use phasebox_sandbox::units::serde_duration as duration;
+impl Rebase for RunnerConfig {
+    fn rebase(&mut self, base: &Path) {
+        self.plugins.iter_mut().for_each(|p| rebase(p, base));
+        let engine = &mut self.engine;
+        for path in [&mut engine.cache_dir, &mut engine.cache_key_file, &mut self.device].into_iter().flatten() {
+            rebase(path, base);
+        }
+    }
+}
+
+/// The engine's error for a configuration file that cannot be used.
+fn config_error(path: &Path, error: phasebox_config::ConfigError) -> JobError {
+    let reason = match error {
+        phasebox_config::ConfigError::Parse { message, .. } => message.trim_end().to_owned(),
+        phasebox_config::ConfigError::Read { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    JobError::Config { path: path.to_owned(), reason }
+}
+
+use phasebox_config::units::serde_duration as duration;
+use phasebox_config::{Rebase, rebase};
 
 #[cfg(test)]
 mod tests {
