@@ -68,6 +68,7 @@ impl Server {
     /// An agent client (token + `agent_name` cookie).
     async fn agent(&self, name: &str, queues: &[String]) -> Agent {
         auth::create_client(&self.state.store, name, SECRET, Role::Agent).await.unwrap();
+        auth::bind_agent(&self.state.store, name, vec![name.to_owned()], queues.to_vec()).await.unwrap();
         let http = reqwest::Client::builder().cookie_store(true).pool_max_idle_per_host(64).build().unwrap();
         let token: Value = http
             .post(format!("{}/v1/oauth2/token", self.base))
