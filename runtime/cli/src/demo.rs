@@ -206,7 +206,7 @@ async fn whole_job() -> anyhow::Result<bool> {
     // The server, on SQLite, with the demo's two clients.
     let mut server_config = phasebox_server::ServerConfig::in_dir(&path("server"));
     std::fs::create_dir_all(path("server"))?;
-    std::fs::write(path("server/secrets.key"), phasebox_server::secrets::generate_key().as_str())?;
+    write_private(&path("server/secrets.key"), phasebox_server::secrets::generate_key().as_str())?;
     server_config.secrets_key_file = Some(path("server/secrets.key"));
     let state = phasebox_server::build_state(server_config).await?;
     const AGENT_SECRET: &str = "demo-agent-secret-0123456789";

@@ -7,11 +7,10 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use phasebox_client::{Client, ClientConfig, Credentials, LogFragment, LogType};
+use phasebox_server::AppState;
 use phasebox_server::auth::{self, Role};
-use phasebox_server::{AppState, ServerConfig};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 
 const SECRET: &str = "a-long-client-secret-for-cli";
 
@@ -20,28 +19,13 @@ struct Lab {
     url: String,
     state: AppState,
     home: TempDir,
-    _dir: TempDir,
-    _stop: oneshot::Sender<()>,
+    _server: phasebox_testkit::TestServer,
 }
 
 impl Lab {
     async fn start() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::in_dir(dir.path());
-        let jwt = dir.path().join("jwt.key");
-        std::fs::write(&jwt, "cli-test-signing-key-0123456789abcdef-0123456").unwrap();
-        config.jwt_signing_key_file = Some(jwt);
-        let key = dir.path().join("secrets.key");
-        std::fs::write(&key, phasebox_server::secrets::generate_key().as_str()).unwrap();
-        config.secrets_key_file = Some(key);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = phasebox_server::build_state(config).await.unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(phasebox_server::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
-        Lab { url, state, home: tempfile::tempdir().unwrap(), _dir: dir, _stop: tx }
+        let server = phasebox_testkit::TestServer::start().await;
+        Lab { url: server.url(), state: server.state.clone(), home: tempfile::tempdir().unwrap(), _server: server }
     }
 
     fn config_dir(&self) -> PathBuf {

@@ -61,6 +61,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use phasebox_config::{Rebase, rebase, secret_file};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -240,6 +241,29 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid server configuration: {0}")]
     Invalid(String),
+    /// A file holding a key is unsafe to use (others can read it) or unreadable.
+    #[error(transparent)]
+    SecretFile(#[from] phasebox_config::secret_file::SecretFileError),
+}
+
+impl Rebase for ServerConfig {
+    fn rebase(&mut self, base: &Path) {
+        rebase(&mut self.blob_dir, base);
+        let files = [
+            &mut self.secrets_key_file,
+            &mut self.jwt_signing_key_file,
+            &mut self.webhook_auth_file,
+            &mut self.tls_cert_file,
+            &mut self.tls_key_file,
+        ];
+        files.into_iter().flatten().for_each(|file| rebase(file, base));
+        if let Some(rest) = self.database_url.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(':')
+        {
+            self.database_url = format!("sqlite://{}", base.join(rest).display());
+        }
+    }
 }
 
 impl ServerConfig {
@@ -251,11 +275,15 @@ impl ServerConfig {
         Ok(config)
     }
 
-    /// Reads and parses a TOML file.
+    /// Reads and parses a TOML file; relative paths in it (and a relative SQLite file in
+    /// `database_url`) are taken from the file's directory.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config: ServerConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let config: ServerConfig = phasebox_config::load(path).map_err(|e| match e {
+            phasebox_config::ConfigError::Read { path, source } => ConfigError::Read { path, source },
+            phasebox_config::ConfigError::Parse { path, message } => ConfigError::Parse { path, message },
+            phasebox_config::ConfigError::Invalid { message, .. } => ConfigError::Invalid(message),
+            phasebox_config::ConfigError::Secret(e) => ConfigError::SecretFile(e),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -294,9 +322,7 @@ impl ServerConfig {
         let text = match std::env::var(SECRETS_KEY_ENV) {
             Ok(v) => Some(Zeroizing::new(v)),
             Err(_) => match &self.secrets_key_file {
-                Some(path) => Some(Zeroizing::new(
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?,
-                )),
+                Some(path) => Some(secret_file::read(path, "secrets key file")?),
                 None => None,
             },
         };
@@ -312,10 +338,8 @@ impl ServerConfig {
             Ok(v) => Some(Zeroizing::new(v.trim().as_bytes().to_vec())),
             Err(_) => match &self.jwt_signing_key_file {
                 Some(path) => {
-                    let bytes =
-                        std::fs::read(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                    let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
-                    Some(Zeroizing::new(trimmed))
+                    let text = secret_file::read(path, "JWT signing key file")?;
+                    Some(Zeroizing::new(text.trim().as_bytes().to_vec()))
                 }
                 None => None,
             },
@@ -336,9 +360,7 @@ impl ServerConfig {
     /// The webhook bearer token, if configured.
     pub fn webhook_auth(&self) -> Result<Option<Zeroizing<String>>, ConfigError> {
         match &self.webhook_auth_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map(|s| Some(Zeroizing::new(s.trim().to_owned())))
-                .map_err(|source| ConfigError::Read { path: path.clone(), source }),
+            Some(path) => Ok(Some(Zeroizing::new(secret_file::read(path, "webhook token file")?.trim().to_owned()))),
             None => Ok(None),
         }
     }

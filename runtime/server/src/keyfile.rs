@@ -9,10 +9,9 @@
 //! server's user that nobody else can read or write.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use phasebox_config::secret_file;
 use zeroize::Zeroizing;
 
 use crate::config::ConfigError;
@@ -44,19 +43,12 @@ pub fn load_or_create(path: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
 }
 
 fn load(path: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    // The key is this server's own file: a link in its place is refused, not followed.
     let meta = fs::symlink_metadata(path).map_err(|e| read_error(path, e))?;
     if !meta.file_type().is_file() {
         return Err(invalid(path, "not a regular file (a symbolic link or something else); remove it".into()));
     }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(invalid(path, format!("owned by uid {}, not by the server's uid {me}", meta.uid())));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(invalid(path, format!("mode {mode:03o} lets others read or change it; chmod 600 it")));
-    }
-    let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| read_error(path, e))?);
+    let text = secret_file::read(path, "generated JWT signing key")?;
     let key = Zeroizing::new(text.trim().as_bytes().to_vec());
     if key.len() < 32 {
         return Err(invalid(path, "shorter than 32 bytes".into()));
@@ -64,37 +56,22 @@ fn load(path: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
     Ok(key)
 }
 
-/// Writes a new random key to a temporary file and links it into place; a key another
-/// replica published first wins (the link fails and this one is discarded).
+/// Writes a new random key in place, completely or not at all; a key another replica
+/// published first wins and this one is discarded.
 fn create(path: &Path) -> Result<(), ConfigError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| read_error(dir, e))?;
     let mut raw = Zeroizing::new([0u8; 32]);
     getrandom::fill(raw.as_mut_slice()).map_err(|e| read_error(path, std::io::Error::other(e)))?;
     let text = Zeroizing::new(hex::encode(raw.as_slice()));
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|e| read_error(path, std::io::Error::other(e)))?;
-    let tmp: PathBuf = dir.join(format!(".{GENERATED_JWT_KEY_FILE}.{}", hex::encode(suffix)));
-    let written = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })();
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            tracing::info!(file = ?path, "generated a JWT signing key");
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(read_error(path, e)),
+    if secret_file::create(path, text.as_bytes(), "generated JWT signing key")? {
+        tracing::info!(file = ?path, "generated a JWT signing key");
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn made_once_then_reused_and_checked() {

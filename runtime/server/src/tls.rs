@@ -52,9 +52,10 @@ fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::Server
             message: format!("{}: no PEM CERTIFICATE block", cert_path.display()),
         });
     }
-    let key_pem = read(key_path)?;
+    let key_pem = phasebox_config::secret_file::read(key_path, "TLS private key file")?;
+    let key_pem = key_pem.as_bytes();
     // The parser's message may quote what it could not parse: only say what kind of failure.
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ConfigError::Key {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ConfigError::Key {
         what: "TLS private key",
         message: format!(
             "{}: {}",

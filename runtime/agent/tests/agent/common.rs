@@ -51,10 +51,10 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::in_dir(dir.path());
         let jwt = dir.path().join("jwt.key");
-        std::fs::write(&jwt, "test-signing-key-0123456789abcdef-0123456789").unwrap();
+        phasebox_testkit::write_secret(&jwt, "test-signing-key-0123456789abcdef-0123456789");
         config.jwt_signing_key_file = Some(jwt);
         let key = dir.path().join("secrets.key");
-        std::fs::write(&key, phasebox_server::secrets::generate_key().as_str()).unwrap();
+        phasebox_testkit::write_secret(&key, phasebox_server::secrets::generate_key().as_str());
         config.secrets_key_file = Some(key);
         let server = Self::start_in(dir, config, "127.0.0.1:0".parse().unwrap()).await;
         auth::create_client(&server.state.store, AGENT_ID, AGENT_SECRET, Role::Agent).await.unwrap();

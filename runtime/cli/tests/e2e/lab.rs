@@ -173,8 +173,8 @@ impl Lab {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let server_dir = dir.path().join("server");
         let key = phasebox_server::secrets::generate_key();
-        write_private(&server_dir.join("secrets.key"), key.as_str());
-        write_private(&server_dir.join("jwt.key"), "e2e-jwt-signing-key-0123456789abcdef-0123456789");
+        phasebox_testkit::write_secret(&server_dir.join("secrets.key"), key.as_str());
+        phasebox_testkit::write_secret(&server_dir.join("jwt.key"), "e2e-jwt-signing-key-0123456789abcdef-0123456789");
         let quoted = |name: &str| format!("{:?}", server_dir.join(name).display().to_string());
         let config_text = format!(
             "database_url = \"sqlite://{}\"\nblob_dir = {}\nsecrets_key_file = {}\njwt_signing_key_file = {}\n",
@@ -243,7 +243,7 @@ impl Lab {
     fn write_agent(&self, agent: &str, duts: &[&str]) {
         let dir = self.dir().join(agent);
         std::fs::create_dir_all(&dir).unwrap();
-        write_private(&dir.join("agent.secret"), &format!("{CLIENT_SECRET}\n"));
+        phasebox_testkit::write_secret(&dir.join("agent.secret"), &format!("{CLIENT_SECRET}\n"));
         let mut text = format!(
             "server = \"{url}\"\nprotocol = \"phasebox\"\nspool_dir = \"spool\"\npoll_interval = \"500ms\"\n\
              long_poll = \"20s\"\ncancel_poll = \"200ms\"\ngrace_period = \"10s\"\n\n\
@@ -518,12 +518,6 @@ network = {{ connect = ["192.0.2.1:9"], bind = false, udp = false }}
         plugins = plugins.join(", "),
         cache = cache.display().to_string(),
     )
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The numbers of the `line <n>` lines of `text`, in order.

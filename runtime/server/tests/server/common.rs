@@ -4,155 +4,47 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
-use phasebox_server::auth::{self, Role};
+use phasebox_server::ServerConfig;
+use phasebox_server::auth::Role;
 use phasebox_server::jwt::JwtKey;
-use phasebox_server::{AppState, ServerConfig, Store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// The JWT key every test server uses, so tests can forge expired tokens.
-pub const JWT_KEY: &str = "test-signing-key-0123456789abcdef-0123456789";
-/// A secret long enough for Testflinger's 15-character rule.
-pub const SECRET: &str = "a-long-client-secret";
+pub use phasebox_testkit::{Db, JWT_KEY, Options, SECRET, backends, config_in, fresh_postgres_url, postgres_url};
 
-/// Which database a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
+/// The kit's server, reached over raw HTTP ([`Api`]), as these tests check the wire itself.
+pub struct TestServer(phasebox_testkit::TestServer);
 
-/// SQLite always; PostgreSQL too when PHASEBOX_TEST_POSTGRES_URL is set. With
-/// PHASEBOX_REQUIRE_POSTGRES=1 (CI) a missing URL fails the test instead.
-pub fn backends() -> Vec<Db> {
-    let mut v = vec![Db::Sqlite];
-    if postgres_url().is_some() {
-        v.push(Db::Postgres);
+impl std::ops::Deref for TestServer {
+    type Target = phasebox_testkit::TestServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    v
-}
-
-/// PHASEBOX_TEST_POSTGRES_URL, if set. Panics when it is not but PHASEBOX_REQUIRE_POSTGRES=1,
-/// so CI cannot silently skip PostgreSQL.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("PHASEBOX_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("PHASEBOX_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "PHASEBOX_REQUIRE_POSTGRES=1 but PHASEBOX_TEST_POSTGRES_URL is not set \
-                 (export PHASEBOX_TEST_POSTGRES_URL=\"$(bash runtime/server/ci-postgres.sh)\")"
-            );
-            None
-        }
-    }
-}
-
-/// A new, empty PostgreSQL database on the server named by PHASEBOX_TEST_POSTGRES_URL.
-pub async fn fresh_postgres_url() -> String {
-    let base = postgres_url().expect("PHASEBOX_TEST_POSTGRES_URL");
-    let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).unwrap();
-    let name = format!("phasebox_test_{}", hex(&suffix));
-    let admin = sqlx_admin(&base).await;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
-    admin.close().await;
-    phasebox_server::config::url_for_database(&base, &name)
-}
-
-async fn sqlx_admin(url: &str) -> sqlx::PgPool {
-    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.expect("connect to PostgreSQL")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A running server.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub dir: TempDir,
-    pub config: ServerConfig,
-    pub store: Store,
-    pub state: AppState,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), phasebox_server::ServerError>>>,
-}
-
-/// Options for [`TestServer::start_with`].
-pub struct Options {
-    pub db: Db,
-    pub secrets: bool,
-    pub edit: Box<dyn FnOnce(&mut ServerConfig) + Send>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { db: Db::Sqlite, secrets: true, edit: Box::new(|_| {}) }
-    }
-}
-
-/// Writes the test keys into `dir` and returns a configuration using them.
-pub async fn config_in(dir: &std::path::Path, db: Db, secrets: bool) -> ServerConfig {
-    let mut config = ServerConfig::in_dir(dir);
-    if db == Db::Postgres {
-        config.database_url = fresh_postgres_url().await;
-    }
-    let jwt: PathBuf = dir.join("jwt.key");
-    std::fs::write(&jwt, JWT_KEY).unwrap();
-    config.jwt_signing_key_file = Some(jwt);
-    if secrets {
-        let key = dir.join("secrets.key");
-        std::fs::write(&key, phasebox_server::secrets::generate_key().as_str()).unwrap();
-        config.secrets_key_file = Some(key);
-    }
-    config
 }
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        Self::start_with(Options::default()).await
+        TestServer(phasebox_testkit::TestServer::start().await)
     }
 
     pub async fn start_on(db: Db) -> TestServer {
-        Self::start_with(Options { db, ..Options::default() }).await
+        TestServer(phasebox_testkit::TestServer::start_on(db).await)
     }
 
     pub async fn start_with(options: Options) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = config_in(dir.path(), options.db, options.secrets).await;
-        (options.edit)(&mut config);
-        Self::start_in(dir, config).await
+        TestServer(phasebox_testkit::TestServer::start_with(options).await)
     }
 
     /// Starts on an existing directory and configuration (for restarts).
     pub async fn start_in(dir: TempDir, config: ServerConfig) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = phasebox_server::build_state(config.clone()).await.expect("server state");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(phasebox_server::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
-        TestServer { addr, dir, config, store: state.store.clone(), state, stop: Some(tx), task: Some(task) }
+        TestServer(phasebox_testkit::TestServer::start_in(dir, config, "127.0.0.1:0".parse().unwrap()).await)
     }
 
     /// Stops the server and waits for it; returns the directory and configuration.
-    pub async fn stop(mut self) -> (TempDir, ServerConfig) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().expect("server stopped cleanly");
-        }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        (dir, self.config.clone())
+    pub async fn stop(self) -> (TempDir, ServerConfig) {
+        let (dir, config, _) = self.0.stop().await;
+        (dir, config)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -166,7 +58,7 @@ impl TestServer {
 
     /// Creates a client with `role` and logs it in.
     pub async fn client(&self, client_id: &str, role: Role) -> Api {
-        auth::create_client(&self.store, client_id, SECRET, role).await.expect("create client");
+        self.create_client(client_id, role).await;
         self.login(client_id).await
     }
 
@@ -186,8 +78,7 @@ impl TestServer {
     /// An agent client, registered under `name` (so it carries the `agent_name` cookie).
     pub async fn agent(&self, name: &str, queues: &[&str]) -> Api {
         let api = self.client(name, Role::Agent).await;
-        let queue_names: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
-        auth::bind_agent(&self.store, name, vec![name.to_owned()], queue_names).await.expect("bind agent");
+        self.bind_agent(name, queues).await;
         let r = api.post(&format!("/v1/agents/data/{name}"), json!({"state": "waiting", "queues": queues})).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         api

@@ -108,6 +108,22 @@ async fn item10_a_generated_key_file_open_to_others_is_refused() {
     assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
 }
 
+#[tokio::test]
+async fn configured_key_files_open_to_others_are_refused_like_the_generated_one() {
+    use std::os::unix::fs::PermissionsExt;
+    // The attack: a key file any local user can read lets them mint tokens (signing key) or
+    // decrypt every stored secret (secrets key). The server used to read both without a check.
+    for (file, what) in [("jwt.key", "JWT signing key file"), ("secrets.key", "secrets key file")] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), Db::Sqlite, true).await;
+        let path = dir.path().join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = phasebox_server::build_state(config).await.unwrap_err().to_string();
+        assert!(e.contains(what) && e.contains("mode 640") && e.contains("chmod 600"), "{e}");
+        assert!(!e.contains(phasebox_testkit::JWT_KEY), "key material in {e}");
+    }
+}
+
 /// An empty WebAssembly component, and the same with a custom section (a second hash).
 const COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
 const COMPONENT_2: &[u8] = b"\0asm\x0d\x00\x01\x00\x00\x04\x03abc";

@@ -18,7 +18,7 @@ fn self_signed() -> (String, String) {
 async fn tls_config(dir: &Path, cert: &str, key: &str) -> ServerConfig {
     let mut config = config_in(dir, Db::Sqlite, false).await;
     std::fs::write(dir.join("cert.pem"), cert).unwrap();
-    std::fs::write(dir.join("key.pem"), key).unwrap();
+    phasebox_testkit::write_secret(&dir.join("key.pem"), key);
     config.tls_cert_file = Some(dir.join("cert.pem"));
     config.tls_key_file = Some(dir.join("key.pem"));
     config
@@ -80,22 +80,30 @@ async fn bad_certificate_or_key_files_are_config_errors() {
 
     let missing = ServerConfig { tls_key_file: Some(dir.path().join("absent.pem")), ..good.clone() };
     let e = launch_error(missing).await;
-    assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+    assert!(matches!(e, ConfigError::SecretFile(_)), "{e:?}");
     assert!(e.to_string().contains("absent.pem"), "{e}");
 
-    std::fs::write(dir.path().join("garbage.pem"), "-----BEGIN PRIVATE KEY-----\nnot base64!\n").unwrap();
+    // A private key other users can read is refused, naming the fix, never used.
+    let shared = dir.path().join("shared.pem");
+    std::fs::write(&shared, &key).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let e = launch_error(ServerConfig { tls_key_file: Some(shared), ..good.clone() }).await;
+    assert!(e.to_string().contains("TLS private key file") && e.to_string().contains("chmod 600"), "{e}");
+
+    phasebox_testkit::write_secret(&dir.path().join("garbage.pem"), "-----BEGIN PRIVATE KEY-----\nnot base64!\n");
     let garbage = ServerConfig { tls_key_file: Some(dir.path().join("garbage.pem")), ..good.clone() };
     let e = launch_error(garbage).await;
     assert!(e.to_string().contains("invalid TLS private key") && e.to_string().contains("garbage.pem"), "{e}");
 
     // The certificate where the key should be: no private key in it.
-    let swapped = ServerConfig { tls_key_file: good.tls_cert_file.clone(), ..good.clone() };
+    phasebox_testkit::write_secret(&dir.path().join("cert-as-key.pem"), &cert);
+    let swapped = ServerConfig { tls_key_file: Some(dir.path().join("cert-as-key.pem")), ..good.clone() };
     let e = launch_error(swapped).await;
     assert!(e.to_string().contains("no PEM PRIVATE KEY block"), "{e}");
 
     // A key that does not belong to the certificate.
     let (_, other_key) = self_signed();
-    std::fs::write(dir.path().join("other.pem"), &other_key).unwrap();
+    phasebox_testkit::write_secret(&dir.path().join("other.pem"), &other_key);
     let mismatched = ServerConfig { tls_key_file: Some(dir.path().join("other.pem")), ..good.clone() };
     let e = launch_error(mismatched).await;
     assert!(e.to_string().contains("TLS certificate or key"), "{e}");
