@@ -2,7 +2,10 @@
 //!
 //! Precedence: built-in defaults < the TOML file < environment variables (only for the two
 //! keys, which may come from `PHASEBOX_SECRETS_KEY` and `PHASEBOX_JWT_SIGNING_KEY`). Unknown keys
-//! in the file are errors. An example with every key and its default:
+//! in the file are errors. Relative paths (and a relative SQLite file) are taken from the
+//! file's directory. Files holding a key (`*_key_file`, `webhook_auth_file`) must be readable by
+//! the server's user only (`chmod 600`): the server refuses to start otherwise. An example with
+//! every key and its default:
 //!
 //! ```toml
 //! # Where the store lives: `sqlite://PATH` (created if missing; one file, WAL) or
