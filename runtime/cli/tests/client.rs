@@ -369,11 +369,14 @@ async fn login_keeps_a_private_refresh_token_used_by_later_verbs() {
     // A private settings file draws no warning.
     assert!(!lab.run(&["list-queues"], &[]).await.ok().stderr.contains("other users"));
 
-    // A settings file others can read draws a warning.
+    // A settings file others can read is refused, as the agent and the server refuse their
+    // secret files: its tokens may already be in other hands.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let r = lab.run(&["secret", "delete", "lab/once"], &[]).await;
-    r.ok();
-    assert!(r.stderr.contains("can be read by other users") && r.stderr.contains("chmod 600"), "{}", r.stderr);
+    r.fails(2, "chmod 600");
+    assert!(r.stderr.contains("lets other users read or change it"), "{}", r.stderr);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    lab.run(&["secret", "delete", "lab/once"], &[]).await.ok();
 
     // Wrong credentials: a clear error that does not echo the key.
     let bad = [("TESTFLINGER_CLIENT_ID", "erin"), ("TESTFLINGER_SECRET_KEY", "not-the-right-secret")];

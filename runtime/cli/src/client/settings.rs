@@ -74,30 +74,19 @@ pub fn settings_path() -> anyhow::Result<PathBuf> {
     Ok(base.join("phasebox").join("client.toml"))
 }
 
-/// Reads the settings file (empty when it does not exist), warning on stderr when other users
-/// can read it.
+/// Reads the settings file (empty when it does not exist). A file that other users can read or
+/// change is refused, as every phasebox file holding a secret is (`phasebox_config::secret_file`).
 pub fn load(path: &Path) -> anyhow::Result<SettingsFile> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match phasebox_config::secret_file::read(path, "settings file (it holds login tokens)") {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SettingsFile::default()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    warn_if_readable_by_others(path);
-    toml::from_str(&text).with_context(|| format!("{} is not a valid settings file", path.display()))
-}
-
-fn warn_if_readable_by_others(path: &Path) {
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            eprintln!(
-                "warning: {} can be read by other users (mode {mode:04o}); it holds login tokens: \
-                 run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
+        Err(phasebox_config::secret_file::SecretFileError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(SettingsFile::default());
         }
-    }
+        Err(e) => return Err(e.into()),
+    };
+    toml::from_str(&text).with_context(|| format!("{} is not a valid settings file", path.display()))
 }
 
 /// Writes the settings file with mode 0600 (its directory 0700 when created), replacing it
