@@ -18,14 +18,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use phasebox_grants::{Access, EndpointPattern, FileRule, GrantRequest, Host, HostPattern, NetworkRule, OriginPattern};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PatternError, SandboxError};
-use crate::network::{Endpoint, HostPattern, NetworkPolicy, Origin, host_names_blocked};
+use crate::error::SandboxError;
+use crate::network::NetworkPolicy;
 use crate::units::{serde_duration, serde_size};
 
 /// A kind of capability; each one links a set of interfaces.
@@ -105,94 +105,6 @@ impl fmt::Display for Capability {
     }
 }
 
-/// Read-only or read-write access to a directory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    /// Read only.
-    #[default]
-    Ro,
-    /// Read and write.
-    Rw,
-}
-
-/// A directory rule. In a manifest, `path` is the guest mount point the plugin expects (`*` for
-/// any); in a policy, `source` limits which job-directory subtree may be mounted; in a job
-/// request both are concrete.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRule {
-    /// The guest path, e.g. `/attachments`, or `*`.
-    #[serde(default = "any")]
-    pub path: String,
-    /// The subtree of the job directory, e.g. `attachments/test`; in a manifest or policy,
-    /// `None` means any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// At most this access.
-    #[serde(default)]
-    pub access: Access,
-}
-
-fn any() -> String {
-    "*".into()
-}
-
-impl FileRule {
-    /// Whether this rule (from a manifest or a policy) covers the concrete request `ask`: same
-    /// guest path or `*`, `ask.source` inside this rule's source (any when `None`), and no more
-    /// access than this rule gives. A manifest check passes `ask` with `source: None`.
-    pub fn covers(&self, ask: &FileRule) -> bool {
-        let path_ok = self.path == "*" || self.path == ask.path;
-        let source_ok = match (&self.source, &ask.source) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(allowed), Some(asked)) => Path::new(asked).starts_with(Path::new(allowed)),
-        };
-        path_ok && source_ok && self.access >= ask.access
-    }
-}
-
-/// Network rules.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkRule {
-    /// Endpoints that may be connected to (see [`Endpoint`] for the forms).
-    #[serde(default)]
-    pub connect: Vec<Endpoint>,
-    /// Whether sockets may be bound to a chosen port and listen.
-    #[serde(default)]
-    pub bind: bool,
-    /// Whether UDP may be used (datagrams go only to `connect` endpoints).
-    #[serde(default)]
-    pub udp: bool,
-}
-
-/// A DNS name pattern: `example.com`, `*.example.com` or `*`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct NamePattern(pub HostPattern);
-
-impl TryFrom<String> for NamePattern {
-    type Error = PatternError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        HostPattern::parse(&s).map(Self)
-    }
-}
-
-impl From<NamePattern> for String {
-    fn from(n: NamePattern) -> String {
-        n.0.to_string()
-    }
-}
-
-impl FromStr for NamePattern {
-    type Err = PatternError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HostPattern::parse(s).map(Self)
-    }
-}
-
 /// What a plugin declares or a policy allows, in one vocabulary.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,10 +126,10 @@ pub struct Capabilities {
     pub network: NetworkRule,
     /// HTTP origins that may be requested through wasi-http.
     #[serde(default)]
-    pub http: Vec<Origin>,
+    pub http: Vec<OriginPattern>,
     /// Names that may be resolved.
     #[serde(default)]
-    pub dns: Vec<NamePattern>,
+    pub dns: Vec<HostPattern>,
     /// In a manifest: may receive environment variables (the operator's, and the job's where
     /// allowed). In a policy: a job may set environment variables of its own.
     #[serde(default)]
@@ -248,10 +160,10 @@ impl Capabilities {
             log: true,
             results: true,
             secrets: vec!["*".into()],
-            files: vec![FileRule { path: "*".into(), source: None, access: Access::Rw }],
-            network: NetworkRule { connect: vec![Endpoint::parse("*").expect("valid")], bind: true, udp: true },
-            http: vec![Origin::parse("*").expect("valid")],
-            dns: vec![NamePattern(HostPattern::Any)],
+            files: vec![FileRule::any()],
+            network: NetworkRule { connect: vec![EndpointPattern::ANY], bind: true, udp: true },
+            http: vec![OriginPattern::ANY],
+            dns: vec![HostPattern::Any],
             env: true,
             power: true,
             console: true,
@@ -266,11 +178,11 @@ impl Capabilities {
     pub fn everything_and_loopback() -> Self {
         let mut all = Self::everything();
         for net in ["127.0.0.0/8", "[::1]"] {
-            all.network.connect.push(Endpoint::parse(net).expect("valid"));
+            all.network.connect.push(EndpointPattern::parse(net).expect("valid"));
         }
         // An origin names one host, not a network.
         for host in ["127.0.0.1", "[::1]"] {
-            all.http.push(Origin::parse(&format!("*://{host}:*")).expect("valid"));
+            all.http.push(OriginPattern::parse(&format!("*://{host}:*")).expect("valid"));
         }
         all
     }
@@ -398,33 +310,6 @@ pub struct Policy {
     pub limits: Limits,
 }
 
-/// What a job asks for in one phase.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    /// Directories to mount; each needs `path` and `source`.
-    #[serde(default)]
-    pub files: Vec<FileRule>,
-    /// Sockets.
-    #[serde(default)]
-    pub network: NetworkRule,
-    /// HTTP origins.
-    #[serde(default)]
-    pub http: Vec<Origin>,
-    /// Names to resolve.
-    #[serde(default)]
-    pub dns: Vec<NamePattern>,
-    /// Environment variables for the phase.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Secret names this phase declares.
-    #[serde(default)]
-    pub secrets: Vec<String>,
-    /// Tighter limits than the policy's, if wanted.
-    #[serde(default)]
-    pub limits: Option<Limits>,
-}
-
 /// One directory mounted into the guest. It is named, not opened: a phase opens it when it
 /// starts, beneath `job_dir` and without following any link (see [`Mount::host`]), because
 /// what the subtree holds may have changed since the grant was resolved (an earlier phase
@@ -529,19 +414,14 @@ impl Grant {
 
         let mut mounts = Vec::new();
         for f in &ask.files {
-            let what = format!("files {} ({}, {:?})", f.path, f.source.as_deref().unwrap_or("?"), f.access);
-            let source = f.source.as_deref().ok_or_else(|| SandboxError::BadMount {
-                phase: phase.to_owned(),
-                guest: f.path.clone(),
-                reason: "a files request needs a `source` inside the job directory".into(),
-            })?;
-            if !plugin.files.iter().any(|r| r.covers(&FileRule { source: None, ..f.clone() })) {
+            let what = format!("files {} ({}, {:?})", f.path, f.source, f.access);
+            if !plugin.files.iter().any(|r| r.covers(f)) {
                 return Err(refuse(what, true));
             }
             if !allow.files.iter().any(|r| r.covers(f)) {
                 return Err(refuse(what, false));
             }
-            let (job_dir, source) = mount_source(phase, &f.path, job_dir, source)?;
+            let (job_dir, source) = mount_source(phase, &f.path, job_dir, &f.source)?;
             mounts.push(Mount { guest: f.path.clone(), job_dir, source, access: f.access });
         }
 
@@ -555,9 +435,7 @@ impl Grant {
             if !allow.network.connect.iter().any(|p| p.covers(e)) {
                 return Err(refuse(format!("network connect {e}"), false));
             }
-            if host_names_blocked(&e.host)
-                && !allow.network.connect.iter().any(|p| p.covers(e) && host_names_blocked(&p.host))
-            {
+            if e.host.names_blocked() && !allow.network.connect.iter().any(|p| p.covers(e) && p.host.names_blocked()) {
                 return Err(unnamed_blocked(format!("network connect {e}")));
             }
         }
@@ -579,25 +457,24 @@ impl Grant {
             if !allow.http.iter().any(|p| p.covers(o)) {
                 return Err(refuse(format!("http {o}"), false));
             }
-            if host_names_blocked(&o.endpoint.host)
-                && !allow.http.iter().any(|p| p.covers(o) && host_names_blocked(&p.endpoint.host))
-            {
+            if o.host.names_blocked() && !allow.http.iter().any(|p| p.covers(o) && p.endpoint.host.names_blocked()) {
                 return Err(unnamed_blocked(format!("http {o}")));
             }
         }
         for d in &ask.dns {
-            if !plugin.dns.iter().any(|p| p.0.covers(&d.0)) {
-                return Err(refuse(format!("dns {}", d.0), true));
+            let host = Host::Name(d.clone());
+            if !plugin.dns.iter().any(|p| p.covers(&host)) {
+                return Err(refuse(format!("dns {d}"), true));
             }
-            if !allow.dns.iter().any(|p| p.0.covers(&d.0)) {
-                return Err(refuse(format!("dns {}", d.0), false));
+            if !allow.dns.iter().any(|p| p.covers(&host)) {
+                return Err(refuse(format!("dns {d}"), false));
             }
         }
         let network = NetworkPolicy::new(
             ask.network.connect.clone(),
             ask.network.bind,
             ask.network.udp,
-            ask.dns.iter().map(|d| d.0.clone()).collect(),
+            ask.dns.clone(),
             ask.http.clone(),
         );
 
@@ -618,10 +495,7 @@ impl Grant {
             env.extend(merged);
         }
 
-        let limits = match &ask.limits {
-            Some(l) => l.min(&policy.limits),
-            None => policy.limits.clone(),
-        };
+        let limits = policy.limits.clone();
 
         Ok(Self {
             interfaces,
@@ -704,6 +578,8 @@ fn mount_source(phase: &str, guest: &str, job_dir: &Path, source: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use phasebox_grants::{Endpoint, FileRequest, Origin};
+
     use super::*;
 
     fn caps(toml_text: &str) -> Capabilities {
@@ -768,8 +644,9 @@ mod tests {
             },
             ..Policy::default()
         };
+        // Built directly, past the grammar's checks: the sandbox checks the source again.
         let ask = |source: &str, access| GrantRequest {
-            files: vec![FileRule { path: "/attachments".into(), source: Some(source.into()), access }],
+            files: vec![FileRequest { path: "/attachments".into(), source: source.into(), access }],
             ..Default::default()
         };
         let g = Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Ro), &job).unwrap();
@@ -794,7 +671,7 @@ mod tests {
         let open = Policy { allow: Capabilities::everything(), ..Policy::default() };
         for source in [".", "./", "a/..", "", "a/./b", "a//b", "a/b/", "./a"] {
             let ask = GrantRequest {
-                files: vec![FileRule { path: "/job".into(), source: Some(source.into()), access: Access::Rw }],
+                files: vec![FileRequest { path: "/job".into(), source: source.into(), access: Access::Rw }],
                 ..Default::default()
             };
             let err = Grant::resolve("setup", &Capabilities::everything(), &open, &ask, dir.path()).unwrap_err();
@@ -848,10 +725,10 @@ mod tests {
         let allowing = |endpoints: &[&str], origins: &[&str]| Policy {
             allow: Capabilities {
                 network: NetworkRule {
-                    connect: endpoints.iter().map(|e| Endpoint::parse(e).unwrap()).collect(),
+                    connect: endpoints.iter().map(|e| EndpointPattern::parse(e).unwrap()).collect(),
                     ..NetworkRule::default()
                 },
-                http: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+                http: origins.iter().map(|o| OriginPattern::parse(o).unwrap()).collect(),
                 ..Capabilities::default()
             },
             ..Policy::default()
@@ -863,7 +740,7 @@ mod tests {
         };
         let asking_http =
             |origin: &str| GrantRequest { http: vec![Origin::parse(origin).unwrap()], ..Default::default() };
-        for broad in [&["*"][..], &["0.0.0.0/0", "::/0"], &["0.0.0.0/0:*", "[::/0]:*"]] {
+        for broad in [&["*"][..], &["0.0.0.0/0", "[::/0]"], &["0.0.0.0/0:*", "[::/0]:*"]] {
             let policy = allowing(broad, &["*", "http://*:*", "https://*:*"]);
             for named in [
                 "127.0.0.1:8080",

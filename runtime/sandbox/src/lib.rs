@@ -44,12 +44,16 @@ pub mod units;
 
 pub use cache::{CacheOutcome, CompileCache};
 pub use engine::{Allocation, EngineConfig, Sandbox};
-pub use error::{PatternError, SandboxError};
+pub use error::SandboxError;
 pub use events::{PhaseEvent, channel};
-pub use grant::{Access, Capabilities, Capability, FileRule, Grant, GrantRequest, Limits, NetworkRule, Policy};
+pub use grant::{Capabilities, Capability, Grant, Limits, Policy};
 pub use limits::Stop;
 pub use manifest::Manifest;
 pub use phase::{FailureKind, PhaseEnd, PhaseInput, PhaseReport};
+pub use phasebox_grants::{
+    Access, DnsName, Endpoint, EndpointPattern, FileRequest, FileRule, GrantRequest, HostPattern, NetworkRequest,
+    NetworkRule, Origin, OriginPattern, ParseError,
+};
 pub use phasebox_redact::Secret;
 pub use plugin::{Plugin, sha256_hex};
 pub use tokio_util::sync::CancellationToken;
