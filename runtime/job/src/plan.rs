@@ -461,18 +461,12 @@ impl Planner<'_> {
 
         let grant = Grant::resolve(phase.as_str(), manifest, policy, &ask, self.job_dir)
             .map_err(|e| JobError::Grant { job: job(), phase, source: Box::new(e) })?;
-        for (cap, import) in plugin.needed_capabilities() {
-            if !grant.interfaces().any(|c| c == cap) {
-                return Err(JobError::PluginNeedsGrant {
-                    job: job(),
-                    phase,
-                    plugin: plugin.name().to_owned(),
-                    import: import.to_owned(),
-                    grant: cap.name(),
-                    why: grant.refusal(cap).unwrap_or("it is not granted").to_owned(),
-                });
-            }
-        }
+        // The same check, in the same words, as the sandbox makes before the phase runs.
+        plugin.check_imports(phase.as_str(), grant.linked()).map_err(|e| JobError::PluginNeedsGrant {
+            job: job(),
+            phase,
+            source: Box::new(e),
+        })?;
         let timeouts = phase_timeouts(self.spec, phase, block, &policy.limits);
         let input = PhaseInput {
             phase: phase.as_str().to_owned(),

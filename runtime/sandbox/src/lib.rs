@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod capability;
 pub mod device;
 mod engine;
 pub mod error;
@@ -43,10 +44,12 @@ mod plugin;
 pub mod units;
 
 pub use cache::{CacheOutcome, CompileCache};
+pub use capability::{Capabilities, Capability, Linked, Refusal, check_imports};
 pub use engine::{Allocation, EngineConfig, Sandbox};
 pub use error::SandboxError;
 pub use events::{PhaseEvent, channel};
-pub use grant::{Capabilities, Capability, Grant, Limits, Policy};
+pub use grant::{Grant, Policy};
+pub use limits::Limits;
 pub use limits::Stop;
 pub use manifest::Manifest;
 pub use phase::{FailureKind, PhaseEnd, PhaseInput, PhaseReport};

@@ -273,14 +273,16 @@ async fn no_network_grant_means_no_sockets() {
 
 #[tokio::test]
 async fn bind_listen_and_udp_need_their_grants() {
-    let ran = probe(connect(&["127.0.0.0/8"]), Path::new("."), json!({"attack": "tcp-listen", "addr": "127.0.0.1:0"})).await;
+    let ran =
+        probe(connect(&["127.0.0.0/8"]), Path::new("."), json!({"attack": "tcp-listen", "addr": "127.0.0.1:0"})).await;
     ran.denied();
     let mut ask = GrantRequest::default();
     ask.network.bind = true;
     let ran = probe(ask, Path::new("."), json!({"attack": "tcp-listen", "addr": "127.0.0.1:0"})).await;
     ran.allowed();
 
-    let ran = probe(connect(&["127.0.0.1:9"]), Path::new("."), json!({"attack": "udp-send", "addr": "127.0.0.1:9"})).await;
+    let ran =
+        probe(connect(&["127.0.0.1:9"]), Path::new("."), json!({"attack": "udp-send", "addr": "127.0.0.1:9"})).await;
     ran.denied();
     let mut ask = connect(&["127.0.0.1:9"]);
     ask.network.udp = true;
