@@ -4,7 +4,9 @@
 //! For each interface the component imports it says which capability that needs and whether
 //! the phase would get it: the host links an import only when the plugin's manifest declares
 //! the capability *and* the policy allows it, and refuses a plugin with an import it would not
-//! link before any of its code runs. Without `--policy` only the manifest is checked (what the
+//! link before any of its code runs. The verdict is the sandbox's own check
+//! ([`phasebox_sandbox::check_imports`]), the one the planner and the phase run make, in the
+//! same words, device handles included. Without `--policy` only the manifest is checked (what the
 //! plugin could get under a policy that allows everything). It also prints the world, the
 //! declared capabilities, the size, and how long the compile took or whether the compiled
 //! artifact was already in the cache (the 12–18 MB JavaScript and Python components take
@@ -17,13 +19,13 @@ use std::path::Path;
 
 use anyhow::Context;
 use phasebox_sandbox::manifest::ManifestSource;
-use phasebox_sandbox::{CacheOutcome, Capability, EngineConfig, Policy, Sandbox};
+use phasebox_sandbox::{CacheOutcome, Capabilities, Capability, EngineConfig, Linked, Policy, Refusal, Sandbox};
 
 use crate::Verdict;
 
 /// Checks `file` against the policy in `policy_path` (TOML, as `phasebox_sandbox::Policy`).
 pub fn check(file: &Path, policy_path: Option<&Path>) -> anyhow::Result<Verdict> {
-    let policy = policy_path.map(read_policy).transpose()?;
+    let policy: Option<Policy> = policy_path.map(read_policy).transpose()?;
     let sandbox = Sandbox::new(EngineConfig {
         pooling: false,
         cache_dir: crate::default_cache_dir(),
@@ -62,18 +64,17 @@ pub fn check(file: &Path, policy_path: Option<&Path>) -> anyhow::Result<Verdict>
         None => "the manifest (no --policy given: as if the policy allowed everything)".to_owned(),
     };
     println!("imports    against {against}");
+    let allow = policy.as_ref().map_or_else(Capabilities::everything, |p| p.allow.clone());
+    let linked = Linked::new(declared, &allow);
     let mut refused = 0;
     for (cap, import) in plugin.needed_capabilities() {
-        let verdict = if !declared.has(cap) {
-            format!("refused: the manifest does not declare `{cap}`")
-        } else if policy.as_ref().is_some_and(|p| !p.allow.has(cap)) {
-            format!("refused: the policy does not allow `{cap}`")
-        } else {
-            "linked".to_owned()
+        let verdict = match linked.refusal(cap) {
+            None => "linked".to_owned(),
+            Some(refusal) => {
+                refused += 1;
+                format!("refused: {refusal}")
+            }
         };
-        if verdict != "linked" {
-            refused += 1;
-        }
         println!("  {import:<44} needs {:<10} {verdict}", format!("`{cap}`"));
     }
 
@@ -83,12 +84,12 @@ pub fn check(file: &Path, policy_path: Option<&Path>) -> anyhow::Result<Verdict>
     for line in toml::to_string_pretty(&table)?.lines().filter(|l| !l.trim().is_empty()) {
         println!("  {line}");
     }
-    if let Some(policy) = &policy {
+    if policy.is_some() {
         // Kinds the plugin declares but the policy does not allow: harmless while the plugin
         // does not import them, but a job asking for them will be refused.
-        let narrowed: Vec<_> = [Capability::Results, Capability::Secrets, Capability::Network, Capability::Http]
+        let narrowed: Vec<_> = Capability::ALL
             .into_iter()
-            .filter(|&c| declared.has(c) && !policy.allow.has(c))
+            .filter(|&c| matches!(linked.refusal(c), Some(Refusal::NotAllowed(_))))
             .map(|c| format!("`{c}`"))
             .collect();
         if !narrowed.is_empty() {
@@ -96,8 +97,13 @@ pub fn check(file: &Path, policy_path: Option<&Path>) -> anyhow::Result<Verdict>
         }
     }
 
-    if refused > 0 {
+    let phases = match manifest.plugin.phases.as_slice() {
+        [] => "any".to_owned(),
+        phases => phases.join("/"),
+    };
+    if let Err(refusal) = plugin.check_imports(&phases, &linked) {
         println!("verdict    refused: {refused} import(s) would not be linked, so no phase of it would start");
+        println!("           {refusal}");
         Ok(Verdict::NotPassed)
     } else {
         println!("verdict    loads and links");

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use phasebox_sandbox::Endpoint;
 use phasebox_sandbox::events::{PhaseEvent, Stream};
-use phasebox_sandbox::network::Endpoint;
 use phasebox_sandbox::{
-    Access, CancellationToken, Capabilities, EngineConfig, FileRule, Grant, GrantRequest, Limits, PhaseEnd, PhaseInput,
-    PhaseReport, Plugin, Policy, Sandbox, Secret,
+    Access, CancellationToken, Capabilities, EngineConfig, FileRequest, Grant, GrantRequest, Limits, PhaseEnd,
+    PhaseInput, PhaseReport, Plugin, Policy, Sandbox, Secret,
 };
 use serde_json::{Value, json};
 
@@ -78,9 +78,13 @@ pub async fn run() -> anyhow::Result<Verdict> {
     let port = pong_server()?;
     let granted = format!("127.0.0.1:{port}");
     let ask = GrantRequest {
-        files: vec![FileRule { path: "/artifacts".into(), source: Some("artifacts".into()), access: Access::Ro }],
+        files: vec![FileRequest { path: "/artifacts".into(), source: "artifacts".into(), access: Access::Ro }],
         secrets: vec!["DEMO_TOKEN".into()],
-        network: phasebox_sandbox::NetworkRule { connect: vec![Endpoint::parse(&granted)?], bind: false, udp: false },
+        network: phasebox_sandbox::NetworkRequest {
+            connect: vec![Endpoint::parse(&granted)?],
+            bind: false,
+            udp: false,
+        },
         ..GrantRequest::default()
     };
     println!("== plugin probe under this grant:");

@@ -15,6 +15,7 @@
 //! plugin of that name: the runner's plugin list stays its allow-list of code.
 
 use phasebox_jobspec::{JobSpec, Phase, ProvisionType};
+use phasebox_sandbox::Origin;
 
 /// The standard plugin for `phase` of `spec`, by name, per the [table](self).
 pub fn standard_plugin(phase: Phase, spec: &JobSpec) -> Option<&'static str> {
@@ -51,11 +52,11 @@ pub fn key_server(facts: &[(String, String)], entry: &str) -> Option<String> {
     Some(template.replace("{user}", user))
 }
 
-/// The origin (`scheme://host[:port]`) of `url`.
-pub(crate) fn origin_of(url: &str) -> Option<String> {
+/// The origin (`scheme://host:port`) of `url`, or `None` when it is no `http`/`https` URL.
+pub(crate) fn origin_of(url: &str) -> Option<Origin> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
+    Origin::parse(&format!("{scheme}://{authority}")).ok()
 }
 
 #[cfg(test)]
@@ -89,7 +90,9 @@ mod tests {
         assert_eq!(key_server(&facts, "gh:bob").as_deref(), Some("http://127.0.0.1:9/bob.keys"));
         assert_eq!(key_server(&facts, "lp:al").as_deref(), Some("https://launchpad.net/~al/+sshkeys"));
         assert_eq!(key_server(&facts, "ssh-ed25519 AAAA"), None);
-        assert_eq!(origin_of("http://127.0.0.1:9/bob.keys").as_deref(), Some("http://127.0.0.1:9"));
-        assert_eq!(origin_of("https://launchpad.net/~al/+sshkeys").as_deref(), Some("https://launchpad.net"));
+        let origin = |url| origin_of(url).map(|o| o.to_string());
+        assert_eq!(origin("http://127.0.0.1:9/bob.keys").as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(origin("https://launchpad.net/~al/+sshkeys").as_deref(), Some("https://launchpad.net:443"));
+        assert_eq!(origin("ftp://example.com/x"), None);
     }
 }

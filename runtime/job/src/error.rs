@@ -142,24 +142,15 @@ pub enum JobError {
     },
 
     /// The plugin imports an interface that the phase's effective grant does not link; it
-    /// would be refused when the phase starts, so it is refused now.
-    #[error(
-        "job {job}: phase {phase}: plugin {plugin} imports `{import}`, which needs the `{grant}` grant, \
-         but {why}; pick another plugin for the phase, or ask the operator to allow `{grant}`"
-    )]
+    /// would be refused when the phase starts, so it is refused now, in the sandbox's words.
+    #[error("job {job}: {source}")]
     PluginNeedsGrant {
         /// The job id.
         job: String,
         /// The phase.
         phase: Phase,
-        /// The plugin's name.
-        plugin: String,
-        /// The imported interface.
-        import: String,
-        /// The capability that links it.
-        grant: &'static str,
-        /// Which document leaves it out.
-        why: String,
+        /// The sandbox's refusal, naming the import, the capability and which document left it out.
+        source: Box<SandboxError>,
     },
 
     /// A phase has attachments, but its plugin or the policy does not allow mounting them.

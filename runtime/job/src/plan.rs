@@ -32,11 +32,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use phasebox_jobspec::grants::Access as JobAccess;
 use phasebox_jobspec::{JobSpec, Phase, PhaseboxBlock, PluginRef};
-use phasebox_sandbox::grant::NamePattern;
-use phasebox_sandbox::network::{Endpoint, Origin};
-use phasebox_sandbox::{Access, FileRule, Grant, GrantRequest, PhaseInput, Plugin, Sandbox};
+use phasebox_sandbox::{Access, FileRequest, Grant, GrantRequest, Origin, PhaseInput, Plugin, Sandbox};
 use serde_json::{Map, Value};
 
 use crate::config::RunnerConfig;
@@ -401,7 +398,7 @@ impl Planner<'_> {
         let manifest = &plugin.manifest().capabilities;
         let policy = &self.runner.policy;
 
-        let mut ask = request(self.job_id, phase, block)?;
+        let mut ask = request(block);
         // Testflinger hands `test_data.secrets` to the test phase's commands. A test plugin
         // that may read secrets gets them declared when the job declares none itself (no
         // `phasebox.secrets`), so a plain Testflinger job keeps working; a plugin that reads
@@ -420,32 +417,28 @@ impl Planner<'_> {
         // Origins the phase's data names (an image url, key servers for lp:/gh: keys) are
         // offered, like /artifacts, when the plugin may use HTTP and the operator allows them;
         // otherwise the plugin's request is denied at run time and it says which grant is missing.
-        for origin in self.implied_origins(phase) {
-            if let Ok(o) = Origin::parse(&origin)
-                && manifest.http.iter().any(|p| p.covers(&o))
+        for o in self.implied_origins(phase) {
+            if manifest.http.iter().any(|p| p.covers(&o))
                 && policy.allow.http.iter().any(|p| p.covers(&o))
-                && !ask.http.iter().any(|a| a.covers(&o))
+                && !ask.http.contains(&o)
             {
                 ask.http.push(o);
             }
         }
         let asks_for = |ask: &GrantRequest, guest: &str| ask.files.iter().any(|f| f.path == guest);
         if self.attachment_phases.contains(&phase) && !asks_for(&ask, ATTACHMENTS_MOUNT) {
-            let rule = FileRule {
+            let rule = FileRequest {
                 path: ATTACHMENTS_MOUNT.into(),
-                source: Some(format!("{ATTACHMENTS_DIR}/{phase}")),
+                source: format!("{ATTACHMENTS_DIR}/{phase}"),
                 access: Access::Ro,
             };
-            let refusal = if !manifest.files.iter().any(|r| r.covers(&FileRule { source: None, ..rule.clone() })) {
+            let refusal = if !manifest.files.iter().any(|r| r.covers(&rule)) {
                 Some(format!(
                     "the manifest of plugin {} does not declare files access to {ATTACHMENTS_MOUNT}",
                     plugin.name()
                 ))
             } else if !policy.allow.files.iter().any(|r| r.covers(&rule)) {
-                Some(format!(
-                    "the operator's policy does not allow mounting `{}` at {ATTACHMENTS_MOUNT}",
-                    rule.source.as_deref().unwrap_or_default()
-                ))
+                Some(format!("the operator's policy does not allow mounting `{}` at {ATTACHMENTS_MOUNT}", rule.source))
             } else {
                 None
             };
@@ -455,10 +448,9 @@ impl Planner<'_> {
             ask.files.push(rule);
         }
         if !asks_for(&ask, ARTIFACTS_MOUNT) {
-            let rule =
-                FileRule { path: ARTIFACTS_MOUNT.into(), source: Some(ARTIFACTS_DIR.into()), access: Access::Rw };
-            let offered = manifest.files.iter().any(|r| r.covers(&FileRule { source: None, ..rule.clone() }))
-                && policy.allow.files.iter().any(|r| r.covers(&rule));
+            let rule = FileRequest { path: ARTIFACTS_MOUNT.into(), source: ARTIFACTS_DIR.into(), access: Access::Rw };
+            let offered =
+                manifest.files.iter().any(|r| r.covers(&rule)) && policy.allow.files.iter().any(|r| r.covers(&rule));
             if offered {
                 ask.files.push(rule);
             }
@@ -469,18 +461,12 @@ impl Planner<'_> {
 
         let grant = Grant::resolve(phase.as_str(), manifest, policy, &ask, self.job_dir)
             .map_err(|e| JobError::Grant { job: job(), phase, source: Box::new(e) })?;
-        for (cap, import) in plugin.needed_capabilities() {
-            if !grant.interfaces().any(|c| c == cap) {
-                return Err(JobError::PluginNeedsGrant {
-                    job: job(),
-                    phase,
-                    plugin: plugin.name().to_owned(),
-                    import: import.to_owned(),
-                    grant: cap.name(),
-                    why: grant.refusal(cap).unwrap_or("it is not granted").to_owned(),
-                });
-            }
-        }
+        // The same check, in the same words, as the sandbox makes before the phase runs.
+        plugin.check_imports(phase.as_str(), grant.linked()).map_err(|e| JobError::PluginNeedsGrant {
+            job: job(),
+            phase,
+            source: Box::new(e),
+        })?;
         let timeouts = phase_timeouts(self.spec, phase, block, &policy.limits);
         let input = PhaseInput {
             phase: phase.as_str().to_owned(),
@@ -494,7 +480,7 @@ impl Planner<'_> {
 
     /// The HTTP origins `phase`'s data names: `provision_data.url`, and the key servers of
     /// `reserve_data.ssh_keys`' `lp:`/`gh:` entries.
-    fn implied_origins(&self, phase: Phase) -> Vec<String> {
+    fn implied_origins(&self, phase: Phase) -> Vec<Origin> {
         let urls: Vec<String> = match phase {
             Phase::Provision => self
                 .spec
@@ -518,9 +504,8 @@ impl Planner<'_> {
     /// Creates the job-directory subtree a mount names, so that the grant can be resolved
     /// before anything is unpacked into it. Sources under `attachments/` are remembered: the
     /// archive replaces that tree, and they are created again (empty) if it lacks them.
-    fn create_source(&mut self, phase: Phase, f: &FileRule) -> Result<(), JobError> {
-        let Some(source) = f.source.as_deref() else { return Ok(()) };
-        let rel = Path::new(source);
+    fn create_source(&mut self, phase: Phase, f: &FileRequest) -> Result<(), JobError> {
+        let rel = Path::new(&f.source);
         // The sandbox refuses such sources with a precise message; only never create them.
         if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
             return Ok(());
@@ -537,47 +522,13 @@ impl Planner<'_> {
     }
 }
 
-/// The job's `<phase>_data.phasebox` block as the sandbox's grant request.
-fn request(job: &str, phase: Phase, block: Option<&PhaseboxBlock>) -> Result<GrantRequest, JobError> {
-    let mut ask = GrantRequest::default();
-    let Some(block) = block else { return Ok(ask) };
+/// The job's `<phase>_data.phasebox` block as the sandbox's grant request: its `grants`, parsed
+/// when the job was read, and the `secrets` it declares.
+fn request(block: Option<&PhaseboxBlock>) -> GrantRequest {
+    let Some(block) = block else { return GrantRequest::default() };
+    let mut ask = block.grants.clone().unwrap_or_default();
     ask.secrets = block.secrets.clone().unwrap_or_default();
-    let Some(grants) = &block.grants else { return Ok(ask) };
-    let invalid = |what: &'static str, value: &str, reason: String| JobError::Request {
-        job: job.to_owned(),
-        phase,
-        what,
-        value: value.to_owned(),
-        reason,
-    };
-    ask.files = grants
-        .files
-        .iter()
-        .map(|f| FileRule {
-            path: f.path.clone(),
-            source: Some(f.source.clone()),
-            access: match f.access {
-                JobAccess::Ro => Access::Ro,
-                JobAccess::Rw => Access::Rw,
-            },
-        })
-        .collect();
-    if let Some(n) = &grants.network {
-        ask.network.bind = n.bind;
-        ask.network.udp = n.udp;
-        for e in &n.connect {
-            let endpoint = Endpoint::parse(e).map_err(|err| invalid("grants.network.connect", e, err.why.clone()))?;
-            ask.network.connect.push(endpoint);
-        }
-    }
-    for o in &grants.http {
-        ask.http.push(Origin::parse(o).map_err(|err| invalid("grants.http", o, err.why.clone()))?);
-    }
-    for d in &grants.dns {
-        ask.dns.push(d.parse::<NamePattern>().map_err(|err| invalid("grants.dns", d, err.why.clone()))?);
-    }
-    ask.env = grants.env.clone();
-    Ok(ask)
+    ask
 }
 
 /// `<phase>_data` as the plugin sees it: the job's JSON for the section, without its
@@ -655,9 +606,9 @@ mod tests {
             "job_queue: q\ntest_data:\n  test_cmds: x\n  secrets: {TOKEN: lab/token}\n  phasebox:\n    secrets: [TOKEN]\n    grants:\n      files: [{path: /scratch, source: scratch, access: rw}]\n      network: {connect: ['example.com:443', '10.1.0.0/16:22', 'dut:*'], udp: true}\n      http: ['https://example.com:443']\n      dns: [example.com]\n      env: {A: b}\n",
         )
         .unwrap();
-        let ask = request("j", Phase::Test, spec.phasebox(Phase::Test)).unwrap();
+        let ask = request(spec.phasebox(Phase::Test));
         assert_eq!(ask.secrets, ["TOKEN"]);
-        assert_eq!(ask.files[0].source.as_deref(), Some("scratch"));
+        assert_eq!(ask.files[0].source, "scratch");
         assert_eq!(ask.files[0].access, Access::Rw);
         assert_eq!(ask.network.connect.len(), 3);
         assert!(ask.network.udp && !ask.network.bind);

@@ -40,7 +40,6 @@
 pub mod duration;
 mod error;
 mod fields;
-pub mod grants;
 mod json;
 mod node;
 mod phase;
@@ -53,6 +52,9 @@ pub use duration::{Duration, DurationError};
 pub use error::{Error, ErrorKind, Location};
 pub use phase::{Phase, PhaseEntry, SkipReason};
 pub use phasebox::{PhaseboxBlock, PluginRef};
+/// What a phase asks to be granted (`<phase>_data.phasebox.grants`), in the grammar the
+/// sandbox grants it in.
+pub use phasebox_grants as grants;
 pub use provision::{ProvisionData, ProvisionType};
 pub use spec::{
     Attachment, AttachmentsStatus, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_RESERVE_TIMEOUT, JobSpec,

@@ -8,7 +8,7 @@
 //!     secrets: [API_TOKEN]     # names that must be keys of test_data.secrets
 //!     timeout: 2h30m           # phase timeout
 //!     output_timeout: 15m      # output-idle timeout
-//!     grants: { ... }          # see crate::grants
+//!     grants: { ... }          # see phasebox_grants::GrantRequest
 //! ```
 //!
 //! Everything in the block is optional; unknown keys are rejected with their full path
@@ -23,11 +23,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::duration::{Duration, parse_duration};
 use crate::error::{Error, ErrorKind};
 use crate::fields::{self, Result, invalid_type, invalid_value, unknown_field};
-use crate::grants::{
-    self, Access, FileRequest, GrantRequest, NetworkRequest, parse_endpoint, parse_origin, validate_hostname,
-};
 use crate::node::{Node, Value, join};
 use crate::spec::is_env_name;
+use phasebox_grants::{Access, FileRequest, GrantRequest, NetworkRequest};
 
 /// The `phasebox` block of one phase.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -47,7 +45,8 @@ pub struct PhaseboxBlock {
     /// Output-idle timeout for this phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_timeout: Option<Duration>,
-    /// What the phase asks to be granted.
+    /// What the phase asks to be granted, parsed (its `secrets` stay empty: a job declares
+    /// them in [`secrets`](Self::secrets)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grants: Option<GrantRequest>,
 }
@@ -182,15 +181,12 @@ fn strict_bool(node: &Node, path: &str) -> Result<bool> {
     }
 }
 
-fn checked_strings(
-    node: &Node,
-    path: &str,
-    check: impl Fn(&str) -> std::result::Result<(), String>,
-) -> Result<Vec<String>> {
+/// A list of strings, each parsed into `T` (an endpoint, an origin, a name); an error names
+/// the item.
+fn parsed_strings<T: FromStr<Err = phasebox_grants::ParseError>>(node: &Node, path: &str) -> Result<Vec<T>> {
     fields::list(node, path, |item, p| {
         let s = fields::string(item, p)?;
-        check(&s).map_err(|m| invalid_value(item.loc, p, m))?;
-        Ok(s)
+        s.parse().map_err(|e: phasebox_grants::ParseError| invalid_value(item.loc, p, e.to_string()))
     })
 }
 
@@ -214,9 +210,9 @@ fn parse_grants(node: &Node, path: &str) -> Result<GrantRequest> {
                     }
                 }
             }
-            "network" => g.network = Some(parse_network(v, &p)?),
-            "http" => g.http = checked_strings(v, &p, |s| parse_origin(s).map(drop))?,
-            "dns" => g.dns = checked_strings(v, &p, validate_hostname)?,
+            "network" => g.network = parse_network(v, &p)?,
+            "http" => g.http = parsed_strings(v, &p)?,
+            "dns" => g.dns = parsed_strings(v, &p)?,
             "env" => {
                 let mut env = BTreeMap::new();
                 for item in fields::map(v, &p)? {
@@ -247,12 +243,12 @@ fn parse_file(node: &Node, path: &str) -> Result<FileRequest> {
         match e.key.as_str() {
             "path" => {
                 let s = fields::string(v, &p)?;
-                grants::validate_guest_path(&s).map_err(|m| invalid_value(v.loc, &p, m))?;
+                phasebox_grants::validate_guest_path(&s).map_err(|e| invalid_value(v.loc, &p, e.to_string()))?;
                 guest = Some(s);
             }
             "source" => {
                 let s = fields::string(v, &p)?;
-                grants::validate_source(&s).map_err(|m| invalid_value(v.loc, &p, m))?;
+                phasebox_grants::validate_source(&s).map_err(|e| invalid_value(v.loc, &p, e.to_string()))?;
                 source = Some(s);
             }
             "access" => {
@@ -281,7 +277,7 @@ fn parse_network(node: &Node, path: &str) -> Result<NetworkRequest> {
         let p = join(path, &e.key);
         let v = &e.value;
         match e.key.as_str() {
-            "connect" => n.connect = checked_strings(v, &p, |s| parse_endpoint(s).map(drop))?,
+            "connect" => n.connect = parsed_strings(v, &p)?,
             "bind" => n.bind = strict_bool(v, &p)?,
             "udp" => n.udp = strict_bool(v, &p)?,
             _ => return Err(unknown_field(e, path, NETWORK_KEYS)),

@@ -103,10 +103,10 @@ fn phasebox_additions() {
     assert_eq!(grants.files[0].path, "/scratch");
     assert_eq!(grants.files[0].access, Access::Rw);
     assert_eq!(grants.files[1].access, Access::Ro, "access defaults to ro");
-    let net = grants.network.as_ref().unwrap();
+    let net = &grants.network;
     assert_eq!(net.connect.len(), 4);
     assert!(!net.bind && !net.udp);
-    assert_eq!(grants.http, ["https://example.com:443"]);
+    assert_eq!(grants.http, ["https://example.com:443".parse().unwrap()]);
     assert_eq!(grants.env["LOG_LEVEL"], "debug");
 
     let provision = job.provision_data.clone().unwrap().unwrap();

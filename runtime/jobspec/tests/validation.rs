@@ -1,7 +1,7 @@
 //! Every validation rule has a failing case here. Each asserts the field path, the error kind,
 //! and (for YAML) the line and column where the offending node starts.
 
-use phasebox_jobspec::{Error, ErrorKind, JobSpec, Location};
+use phasebox_jobspec::{Error, ErrorKind, JobSpec, Location, Phase};
 
 /// Parses YAML that must fail, and checks path, kind and position (also in the Display text).
 #[track_caller]
@@ -497,14 +497,25 @@ fn network_grants() {
         "example.com:0",
         "example.com:https",
         "2001:db8::1:443",
-        "[2001:db8::1]",
         "10.0.0.0/33:22",
-        "under_score.com:80",
+        "*.example.com:443",
+        "*",
     ] {
         let e = yaml_err(&connect(bad), "test_data.phasebox.grants.network.connect[0]", ErrorKind::InvalidValue, 6, 19);
         assert!(e.message().contains('`'), "{e}");
     }
-    for good in ["example.com:443", "10.1.0.0/16:22", "10.1.0.0/16", "[::1]:8080", "[fd00::/8]", "dut:*"] {
+    // An address alone, like a network alone, means any port; lab host names may hold `_`.
+    for good in [
+        "example.com:443",
+        "10.1.0.0/16:22",
+        "10.1.0.0/16",
+        "[::1]:8080",
+        "[fd00::/8]",
+        "dut:*",
+        "dut:1000-2000",
+        "[2001:db8::1]",
+        "under_score.lab:80",
+    ] {
         assert!(JobSpec::from_yaml(&connect(good)).is_ok(), "{good}");
     }
     yaml_err(
@@ -525,14 +536,19 @@ fn network_grants() {
 
 #[test]
 fn http_dns_env_grants() {
+    // An origin without a port has its scheme's, as in a URL.
+    let job =
+        JobSpec::from_yaml(&q("test_data:\n  phasebox:\n    grants:\n      http: [https://example.com]\n")).unwrap();
+    let http = &job.phasebox(Phase::Test).unwrap().grants.as_ref().unwrap().http;
+    assert_eq!(http[0].to_string(), "https://example.com:443");
     let e = yaml_err(
-        &q("test_data:\n  phasebox:\n    grants:\n      http: [https://example.com]\n"),
+        &q("test_data:\n  phasebox:\n    grants:\n      http: ['https://*:443']\n"),
         "test_data.phasebox.grants.http[0]",
         ErrorKind::InvalidValue,
         5,
         14,
     );
-    message_contains(&e, "explicit port");
+    message_contains(&e, "manifests and policies");
     yaml_err(
         &q("test_data:\n  phasebox:\n    grants:\n      http: ['https://example.com:443/path']\n"),
         "test_data.phasebox.grants.http[0]",

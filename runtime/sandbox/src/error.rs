@@ -3,22 +3,6 @@
 
 use std::path::PathBuf;
 
-/// A malformed endpoint, origin or name pattern in a manifest, policy or job.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{pattern}`: {why}")]
-pub struct PatternError {
-    /// The pattern as written.
-    pub pattern: String,
-    /// What is wrong with it.
-    pub why: String,
-}
-
-impl PatternError {
-    pub(crate) fn new(pattern: &str, why: &str) -> Self {
-        Self { pattern: pattern.to_owned(), why: why.to_owned() }
-    }
-}
-
 /// Everything that can stop the sandbox from starting a phase. A phase that starts and then
 /// fails is not an error: it ends with a [`PhaseEnd`](crate::PhaseEnd).
 #[derive(Debug, thiserror::Error)]

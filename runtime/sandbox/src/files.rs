@@ -35,7 +35,9 @@ use wasmtime_wasi::p2::{DynOutputStream, FsError, OutputStream, Pollable, Stream
 use wasmtime_wasi::{FsPerms, OpenMode};
 
 use crate::error::SandboxError;
-use crate::grant::{Access, Mount};
+use phasebox_grants::Access;
+
+use crate::grant::Mount;
 use crate::host::PhaseState;
 use crate::limits::Monitor;
 

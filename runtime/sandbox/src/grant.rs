@@ -16,369 +16,16 @@
 //! request then decides what the interface reaches (which names, addresses, secrets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use phasebox_grants::{Access, GrantRequest, Host};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PatternError, SandboxError};
-use crate::network::{Endpoint, HostPattern, NetworkPolicy, Origin, host_names_blocked};
-use crate::units::{serde_duration, serde_size};
-
-/// A kind of capability; each one links a set of interfaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Capability {
-    /// `phasebox:plugin/log`. Always granted: log lines go through the redactor like output.
-    Log,
-    /// `phasebox:plugin/results`.
-    Results,
-    /// `phasebox:plugin/secrets`.
-    Secrets,
-    /// `wasi:filesystem/*`. Always linked (libc imports it unconditionally); only granted
-    /// directories are preopened.
-    Files,
-    /// `wasi:sockets/*`.
-    Network,
-    /// `wasi:http/*`.
-    Http,
-    /// `phasebox:plugin/power` of the job's device.
-    Power,
-    /// `phasebox:plugin/console` of the job's device.
-    Console,
-    /// `phasebox:plugin/exec` on the job's device.
-    Exec,
-    /// `phasebox:plugin/flash` of the job's device.
-    Flash,
-    /// `wasi:cli`, `wasi:clocks`, `wasi:random`, `wasi:io`: the basics every guest needs.
-    Basic,
-}
-
-impl Capability {
-    /// The name used in manifests, policies and error messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Log => "log",
-            Self::Results => "results",
-            Self::Secrets => "secrets",
-            Self::Files => "files",
-            Self::Network => "network",
-            Self::Http => "http",
-            Self::Power => "power",
-            Self::Console => "console",
-            Self::Exec => "exec",
-            Self::Flash => "flash",
-            Self::Basic => "basic",
-        }
-    }
-
-    /// Which capability an imported interface (`namespace:package/interface@version`) needs,
-    /// or `None` when phasebox does not provide it.
-    pub fn for_import(import: &str) -> Option<Self> {
-        let name = import.split('@').next().unwrap_or(import);
-        let (package, _iface) = name.split_once('/').unwrap_or((name, ""));
-        Some(match package {
-            "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:io" => Self::Basic,
-            "wasi:filesystem" => Self::Files,
-            "wasi:sockets" => Self::Network,
-            "wasi:http" => Self::Http,
-            "phasebox:plugin" => match name {
-                "phasebox:plugin/log" | "phasebox:plugin/types" => Self::Log,
-                "phasebox:plugin/results" => Self::Results,
-                "phasebox:plugin/secrets" => Self::Secrets,
-                "phasebox:plugin/power" => Self::Power,
-                "phasebox:plugin/console" => Self::Console,
-                "phasebox:plugin/exec" => Self::Exec,
-                "phasebox:plugin/flash" => Self::Flash,
-                _ => return None,
-            },
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Read-only or read-write access to a directory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    /// Read only.
-    #[default]
-    Ro,
-    /// Read and write.
-    Rw,
-}
-
-/// A directory rule. In a manifest, `path` is the guest mount point the plugin expects (`*` for
-/// any); in a policy, `source` limits which job-directory subtree may be mounted; in a job
-/// request both are concrete.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRule {
-    /// The guest path, e.g. `/attachments`, or `*`.
-    #[serde(default = "any")]
-    pub path: String,
-    /// The subtree of the job directory, e.g. `attachments/test`; in a manifest or policy,
-    /// `None` means any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// At most this access.
-    #[serde(default)]
-    pub access: Access,
-}
-
-fn any() -> String {
-    "*".into()
-}
-
-impl FileRule {
-    /// Whether this rule (from a manifest or a policy) covers the concrete request `ask`: same
-    /// guest path or `*`, `ask.source` inside this rule's source (any when `None`), and no more
-    /// access than this rule gives. A manifest check passes `ask` with `source: None`.
-    pub fn covers(&self, ask: &FileRule) -> bool {
-        let path_ok = self.path == "*" || self.path == ask.path;
-        let source_ok = match (&self.source, &ask.source) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(allowed), Some(asked)) => Path::new(asked).starts_with(Path::new(allowed)),
-        };
-        path_ok && source_ok && self.access >= ask.access
-    }
-}
-
-/// Network rules.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkRule {
-    /// Endpoints that may be connected to (see [`Endpoint`] for the forms).
-    #[serde(default)]
-    pub connect: Vec<Endpoint>,
-    /// Whether sockets may be bound to a chosen port and listen.
-    #[serde(default)]
-    pub bind: bool,
-    /// Whether UDP may be used (datagrams go only to `connect` endpoints).
-    #[serde(default)]
-    pub udp: bool,
-}
-
-/// A DNS name pattern: `example.com`, `*.example.com` or `*`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct NamePattern(pub HostPattern);
-
-impl TryFrom<String> for NamePattern {
-    type Error = PatternError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        HostPattern::parse(&s).map(Self)
-    }
-}
-
-impl From<NamePattern> for String {
-    fn from(n: NamePattern) -> String {
-        n.0.to_string()
-    }
-}
-
-impl FromStr for NamePattern {
-    type Err = PatternError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HostPattern::parse(s).map(Self)
-    }
-}
-
-/// What a plugin declares or a policy allows, in one vocabulary.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Capabilities {
-    /// May write log lines (always granted; kept for documentation).
-    #[serde(default = "yes")]
-    pub log: bool,
-    /// May report test cases and measurements.
-    #[serde(default)]
-    pub results: bool,
-    /// Secret names that may be read; `*` for any name the job declares.
-    #[serde(default)]
-    pub secrets: Vec<String>,
-    /// Directories that may be mounted.
-    #[serde(default)]
-    pub files: Vec<FileRule>,
-    /// Sockets.
-    #[serde(default)]
-    pub network: NetworkRule,
-    /// HTTP origins that may be requested through wasi-http.
-    #[serde(default)]
-    pub http: Vec<Origin>,
-    /// Names that may be resolved.
-    #[serde(default)]
-    pub dns: Vec<NamePattern>,
-    /// In a manifest: may receive environment variables (the operator's, and the job's where
-    /// allowed). In a policy: a job may set environment variables of its own.
-    #[serde(default)]
-    pub env: bool,
-    /// May switch the job's device on and off.
-    #[serde(default)]
-    pub power: bool,
-    /// May use the job's device's serial console.
-    #[serde(default)]
-    pub console: bool,
-    /// May run commands on the job's device.
-    #[serde(default)]
-    pub exec: bool,
-    /// May write images to the job's device's storage.
-    #[serde(default)]
-    pub flash: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Capabilities {
-    /// A document that allows everything; for an operator who trusts every job on a queue, and
-    /// for tests.
-    pub fn everything() -> Self {
-        Self {
-            log: true,
-            results: true,
-            secrets: vec!["*".into()],
-            files: vec![FileRule { path: "*".into(), source: None, access: Access::Rw }],
-            network: NetworkRule { connect: vec![Endpoint::parse("*").expect("valid")], bind: true, udp: true },
-            http: vec![Origin::parse("*").expect("valid")],
-            dns: vec![NamePattern(HostPattern::Any)],
-            env: true,
-            power: true,
-            console: true,
-            exec: true,
-            flash: true,
-        }
-    }
-
-    /// [`everything`](Self::everything), and loopback named (`127.0.0.0/8` and `[::1]` for
-    /// sockets, `127.0.0.1` and `[::1]` for HTTP), so that a job may ask for a server on this machine by
-    /// address: `*` alone never opens loopback. For local runs and tests.
-    pub fn everything_and_loopback() -> Self {
-        let mut all = Self::everything();
-        for net in ["127.0.0.0/8", "[::1]"] {
-            all.network.connect.push(Endpoint::parse(net).expect("valid"));
-        }
-        // An origin names one host, not a network.
-        for host in ["127.0.0.1", "[::1]"] {
-            all.http.push(Origin::parse(&format!("*://{host}:*")).expect("valid"));
-        }
-        all
-    }
-
-    /// Whether this document declares (or allows) a capability kind at all.
-    pub fn has(&self, cap: Capability) -> bool {
-        match cap {
-            Capability::Log | Capability::Basic | Capability::Files => true,
-            Capability::Results => self.results,
-            Capability::Secrets => !self.secrets.is_empty(),
-            Capability::Network => !self.network.connect.is_empty() || self.network.bind || self.network.udp,
-            Capability::Http => !self.http.is_empty(),
-            Capability::Power => self.power,
-            Capability::Console => self.console,
-            Capability::Exec => self.exec,
-            Capability::Flash => self.flash,
-        }
-    }
-
-    fn allows_secret(&self, name: &str) -> bool {
-        self.secrets.iter().any(|s| s == "*" || s == name)
-    }
-}
-
-/// Resource limits of one phase.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Total bytes of all the instance's linear memories together.
-    #[serde(with = "serde_size", default = "Limits::default_memory")]
-    pub memory: u64,
-    /// Wall-clock time from the phase's start.
-    #[serde(with = "serde_duration", default = "Limits::default_timeout")]
-    pub timeout: Duration,
-    /// Longest time without output (stdout, stderr or log) before the phase is ended.
-    #[serde(with = "serde_duration", default = "Limits::default_output_timeout")]
-    pub output_timeout: Duration,
-    /// Total bytes of output the phase may write: stdout, stderr and log lines, and the test
-    /// results and capability events it causes, together.
-    #[serde(with = "serde_size", default = "Limits::default_output")]
-    pub output: u64,
-    /// Total bytes the phase may write into its read-write mounts (every write counts, also
-    /// one that overwrites).
-    #[serde(with = "serde_size", default = "Limits::default_disk")]
-    pub disk: u64,
-    /// How many files, directories and links the phase may create in its read-write mounts.
-    #[serde(default = "Limits::default_files")]
-    pub files: u64,
-    /// Handles the phase may hold at once: open files and directories, sockets, streams,
-    /// pollables and HTTP resources (header maps, requests, responses, bodies). Each may hold a
-    /// host descriptor, so this also bounds the phase's share of the agent's open files.
-    #[serde(default = "Limits::default_handles")]
-    pub handles: u64,
-}
-
-impl Limits {
-    fn default_memory() -> u64 {
-        256 << 20
-    }
-    fn default_timeout() -> Duration {
-        // Testflinger's default global timeout is 4 hours.
-        Duration::from_secs(4 * 3600)
-    }
-    fn default_output_timeout() -> Duration {
-        // Testflinger's default output timeout is 15 minutes.
-        Duration::from_secs(15 * 60)
-    }
-    fn default_output() -> u64 {
-        1 << 30
-    }
-    fn default_disk() -> u64 {
-        // Room for a few OS images in a phase's artifacts, not for filling the agent's disk.
-        16 << 30
-    }
-    fn default_files() -> u64 {
-        100_000
-    }
-    fn default_handles() -> u64 {
-        1024
-    }
-
-    /// The stricter of two limit sets, field by field.
-    pub fn min(&self, other: &Limits) -> Limits {
-        Limits {
-            memory: self.memory.min(other.memory),
-            timeout: self.timeout.min(other.timeout),
-            output_timeout: self.output_timeout.min(other.output_timeout),
-            output: self.output.min(other.output),
-            disk: self.disk.min(other.disk),
-            files: self.files.min(other.files),
-            handles: self.handles.min(other.handles),
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory: Self::default_memory(),
-            timeout: Self::default_timeout(),
-            output_timeout: Self::default_output_timeout(),
-            output: Self::default_output(),
-            disk: Self::default_disk(),
-            files: Self::default_files(),
-            handles: Self::default_handles(),
-        }
-    }
-}
+pub use crate::capability::{Capabilities, Capability, Linked};
+use crate::error::SandboxError;
+pub use crate::limits::Limits;
+use crate::network::NetworkPolicy;
 
 /// The operator's policy for a queue: what a job there may be granted at most, what every
 /// phase gets in its environment, and the largest limits.
@@ -396,33 +43,6 @@ pub struct Policy {
     /// The largest limits a job may ask for; also the defaults.
     #[serde(default)]
     pub limits: Limits,
-}
-
-/// What a job asks for in one phase.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    /// Directories to mount; each needs `path` and `source`.
-    #[serde(default)]
-    pub files: Vec<FileRule>,
-    /// Sockets.
-    #[serde(default)]
-    pub network: NetworkRule,
-    /// HTTP origins.
-    #[serde(default)]
-    pub http: Vec<Origin>,
-    /// Names to resolve.
-    #[serde(default)]
-    pub dns: Vec<NamePattern>,
-    /// Environment variables for the phase.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Secret names this phase declares.
-    #[serde(default)]
-    pub secrets: Vec<String>,
-    /// Tighter limits than the policy's, if wanted.
-    #[serde(default)]
-    pub limits: Option<Limits>,
 }
 
 /// One directory mounted into the guest. It is named, not opened: a phase opens it when it
@@ -453,8 +73,7 @@ impl Mount {
 /// its fields can be read but not widened.
 #[derive(Clone, Debug)]
 pub struct Grant {
-    pub(crate) interfaces: BTreeSet<Capability>,
-    pub(crate) interface_refusals: BTreeMap<Capability, String>,
+    pub(crate) linked: Linked,
     pub(crate) secrets: BTreeSet<String>,
     pub(crate) mounts: Vec<Mount>,
     pub(crate) network: Arc<NetworkPolicy>,
@@ -492,29 +111,7 @@ impl Grant {
         };
         let allow = &policy.allow;
 
-        let mut interfaces = BTreeSet::new();
-        let mut interface_refusals = BTreeMap::new();
-        for cap in [
-            Capability::Basic,
-            Capability::Log,
-            Capability::Files,
-            Capability::Results,
-            Capability::Secrets,
-            Capability::Network,
-            Capability::Http,
-            Capability::Power,
-            Capability::Console,
-            Capability::Exec,
-            Capability::Flash,
-        ] {
-            if !plugin.has(cap) {
-                interface_refusals.insert(cap, format!("the plugin's manifest does not declare `{cap}`"));
-            } else if !allow.has(cap) {
-                interface_refusals.insert(cap, format!("the operator's policy does not allow `{cap}`"));
-            } else {
-                interfaces.insert(cap);
-            }
-        }
+        let linked = Linked::new(plugin, allow);
 
         let mut secrets = BTreeSet::new();
         for name in &ask.secrets {
@@ -529,19 +126,14 @@ impl Grant {
 
         let mut mounts = Vec::new();
         for f in &ask.files {
-            let what = format!("files {} ({}, {:?})", f.path, f.source.as_deref().unwrap_or("?"), f.access);
-            let source = f.source.as_deref().ok_or_else(|| SandboxError::BadMount {
-                phase: phase.to_owned(),
-                guest: f.path.clone(),
-                reason: "a files request needs a `source` inside the job directory".into(),
-            })?;
-            if !plugin.files.iter().any(|r| r.covers(&FileRule { source: None, ..f.clone() })) {
+            let what = format!("files {} ({}, {:?})", f.path, f.source, f.access);
+            if !plugin.files.iter().any(|r| r.covers(f)) {
                 return Err(refuse(what, true));
             }
             if !allow.files.iter().any(|r| r.covers(f)) {
                 return Err(refuse(what, false));
             }
-            let (job_dir, source) = mount_source(phase, &f.path, job_dir, source)?;
+            let (job_dir, source) = mount_source(phase, &f.path, job_dir, &f.source)?;
             mounts.push(Mount { guest: f.path.clone(), job_dir, source, access: f.access });
         }
 
@@ -555,9 +147,7 @@ impl Grant {
             if !allow.network.connect.iter().any(|p| p.covers(e)) {
                 return Err(refuse(format!("network connect {e}"), false));
             }
-            if host_names_blocked(&e.host)
-                && !allow.network.connect.iter().any(|p| p.covers(e) && host_names_blocked(&p.host))
-            {
+            if e.host.names_blocked() && !allow.network.connect.iter().any(|p| p.covers(e) && p.host.names_blocked()) {
                 return Err(unnamed_blocked(format!("network connect {e}")));
             }
         }
@@ -579,25 +169,24 @@ impl Grant {
             if !allow.http.iter().any(|p| p.covers(o)) {
                 return Err(refuse(format!("http {o}"), false));
             }
-            if host_names_blocked(&o.endpoint.host)
-                && !allow.http.iter().any(|p| p.covers(o) && host_names_blocked(&p.endpoint.host))
-            {
+            if o.host.names_blocked() && !allow.http.iter().any(|p| p.covers(o) && p.endpoint.host.names_blocked()) {
                 return Err(unnamed_blocked(format!("http {o}")));
             }
         }
         for d in &ask.dns {
-            if !plugin.dns.iter().any(|p| p.0.covers(&d.0)) {
-                return Err(refuse(format!("dns {}", d.0), true));
+            let host = Host::Name(d.clone());
+            if !plugin.dns.iter().any(|p| p.covers(&host)) {
+                return Err(refuse(format!("dns {d}"), true));
             }
-            if !allow.dns.iter().any(|p| p.0.covers(&d.0)) {
-                return Err(refuse(format!("dns {}", d.0), false));
+            if !allow.dns.iter().any(|p| p.covers(&host)) {
+                return Err(refuse(format!("dns {d}"), false));
             }
         }
         let network = NetworkPolicy::new(
             ask.network.connect.clone(),
             ask.network.bind,
             ask.network.udp,
-            ask.dns.iter().map(|d| d.0.clone()).collect(),
+            ask.dns.clone(),
             ask.http.clone(),
         );
 
@@ -618,27 +207,19 @@ impl Grant {
             env.extend(merged);
         }
 
-        let limits = match &ask.limits {
-            Some(l) => l.min(&policy.limits),
-            None => policy.limits.clone(),
-        };
+        let limits = policy.limits.clone();
 
-        Ok(Self {
-            interfaces,
-            interface_refusals,
-            secrets,
-            mounts,
-            network,
-            env,
-            args: vec![phase.to_owned()],
-            limits,
-            device: None,
-        })
+        Ok(Self { linked, secrets, mounts, network, env, args: vec![phase.to_owned()], limits, device: None })
     }
 
     /// The interface kinds this grant links.
     pub fn interfaces(&self) -> impl Iterator<Item = Capability> + '_ {
-        self.interfaces.iter().copied()
+        self.linked.iter()
+    }
+
+    /// Which interface kinds this grant links, and why the others are not.
+    pub fn linked(&self) -> &Linked {
+        &self.linked
     }
 
     /// The secret names the phase may read.
@@ -656,9 +237,11 @@ impl Grant {
         &self.limits
     }
 
-    /// Replaces the limits (the job engine shortens the timeout to what is left of the job's).
+    /// Narrows the limits (the job engine shortens the timeout to what is left of the job's):
+    /// each limit becomes the stricter of the grant's and `limits`', so this never widens what
+    /// the policy allowed.
     pub fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
+        self.limits = self.limits.min(&limits);
     }
 
     /// Gives the phase the job's device under test. Its handles (`power`, `console`, `exec`,
@@ -669,8 +252,8 @@ impl Grant {
     }
 
     /// Why a capability kind is not linked, or `None` when it is.
-    pub fn refusal(&self, cap: Capability) -> Option<&str> {
-        self.interface_refusals.get(&cap).map(String::as_str)
+    pub fn refusal(&self, cap: Capability) -> Option<String> {
+        self.linked.refusal(cap).map(|r| r.to_string())
     }
 
     pub(crate) fn network(&self) -> &Arc<NetworkPolicy> {
@@ -704,6 +287,8 @@ fn mount_source(phase: &str, guest: &str, job_dir: &Path, source: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use phasebox_grants::{Endpoint, EndpointPattern, FileRequest, FileRule, NetworkRule, Origin, OriginPattern};
+
     use super::*;
 
     fn caps(toml_text: &str) -> Capabilities {
@@ -717,7 +302,7 @@ mod tests {
             Grant::resolve("test", &Capabilities::default(), &Policy::default(), &GrantRequest::default(), dir.path())
                 .unwrap();
         let linked: Vec<_> = g.interfaces().collect();
-        assert_eq!(linked, [Capability::Log, Capability::Files, Capability::Basic]);
+        assert_eq!(linked, [Capability::Basic, Capability::Log, Capability::Files]);
         assert!(g.mounts().is_empty() && g.secrets.is_empty() && g.env.is_empty());
         assert!(!g.network.has_sockets() && !g.network.has_dns() && !g.network.has_http() && !g.network.has_udp());
         assert!(g.refusal(Capability::Secrets).unwrap().contains("manifest"));
@@ -768,8 +353,9 @@ mod tests {
             },
             ..Policy::default()
         };
+        // Built directly, past the grammar's checks: the sandbox checks the source again.
         let ask = |source: &str, access| GrantRequest {
-            files: vec![FileRule { path: "/attachments".into(), source: Some(source.into()), access }],
+            files: vec![FileRequest { path: "/attachments".into(), source: source.into(), access }],
             ..Default::default()
         };
         let g = Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Ro), &job).unwrap();
@@ -794,7 +380,7 @@ mod tests {
         let open = Policy { allow: Capabilities::everything(), ..Policy::default() };
         for source in [".", "./", "a/..", "", "a/./b", "a//b", "a/b/", "./a"] {
             let ask = GrantRequest {
-                files: vec![FileRule { path: "/job".into(), source: Some(source.into()), access: Access::Rw }],
+                files: vec![FileRequest { path: "/job".into(), source: source.into(), access: Access::Rw }],
                 ..Default::default()
             };
             let err = Grant::resolve("setup", &Capabilities::everything(), &open, &ask, dir.path()).unwrap_err();
@@ -848,10 +434,10 @@ mod tests {
         let allowing = |endpoints: &[&str], origins: &[&str]| Policy {
             allow: Capabilities {
                 network: NetworkRule {
-                    connect: endpoints.iter().map(|e| Endpoint::parse(e).unwrap()).collect(),
+                    connect: endpoints.iter().map(|e| EndpointPattern::parse(e).unwrap()).collect(),
                     ..NetworkRule::default()
                 },
-                http: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+                http: origins.iter().map(|o| OriginPattern::parse(o).unwrap()).collect(),
                 ..Capabilities::default()
             },
             ..Policy::default()
@@ -863,7 +449,7 @@ mod tests {
         };
         let asking_http =
             |origin: &str| GrantRequest { http: vec![Origin::parse(origin).unwrap()], ..Default::default() };
-        for broad in [&["*"][..], &["0.0.0.0/0", "::/0"], &["0.0.0.0/0:*", "[::/0]:*"]] {
+        for broad in [&["*"][..], &["0.0.0.0/0", "[::/0]"], &["0.0.0.0/0:*", "[::/0]:*"]] {
             let policy = allowing(broad, &["*", "http://*:*", "https://*:*"]);
             for named in [
                 "127.0.0.1:8080",
@@ -895,11 +481,20 @@ mod tests {
     }
 
     #[test]
-    fn imports_map_to_capabilities() {
-        assert_eq!(Capability::for_import("wasi:sockets/tcp@0.2.6"), Some(Capability::Network));
-        assert_eq!(Capability::for_import("wasi:http/outgoing-handler@0.2.0"), Some(Capability::Http));
-        assert_eq!(Capability::for_import("phasebox:plugin/secrets@0.1.0"), Some(Capability::Secrets));
-        assert_eq!(Capability::for_import("wasi:cli/environment@0.2.12"), Some(Capability::Basic));
-        assert_eq!(Capability::for_import("evil:thing/x"), None);
+    fn set_limits_never_widens_the_policys_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            allow: Capabilities::everything(),
+            limits: Limits { memory: 64 << 20, timeout: std::time::Duration::from_secs(60), ..Limits::default() },
+            ..Policy::default()
+        };
+        let mut g =
+            Grant::resolve("test", &Capabilities::everything(), &policy, &GrantRequest::default(), dir.path()).unwrap();
+        // The engine passes the job's remaining time with otherwise default (larger) limits.
+        g.set_limits(Limits { timeout: std::time::Duration::from_secs(30), ..Limits::default() });
+        assert_eq!(g.limits().memory, 64 << 20, "the policy's memory limit stays");
+        assert_eq!(g.limits().timeout, std::time::Duration::from_secs(30), "a shorter timeout narrows");
+        g.set_limits(Limits::default());
+        assert_eq!(g.limits().timeout, std::time::Duration::from_secs(30), "a longer one does not widen");
     }
 }

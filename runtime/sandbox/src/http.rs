@@ -28,7 +28,8 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use crate::events::{CapabilityUse, EventSender, PhaseEvent};
 use crate::host::PhaseState;
 use crate::limits::Monitor;
-use crate::network::{NetworkPolicy, canonical_ip};
+use crate::network::NetworkPolicy;
+use phasebox_grants::canonical_ip;
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 type SendResult = Result<(http::Response<WasiBody>, IoFuture), Error>;

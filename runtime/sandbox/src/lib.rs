@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod capability;
 pub mod device;
 mod engine;
 pub mod error;
@@ -43,13 +44,19 @@ mod plugin;
 pub mod units;
 
 pub use cache::{CacheOutcome, CompileCache};
+pub use capability::{Capabilities, Capability, Linked, Refusal, check_imports};
 pub use engine::{Allocation, EngineConfig, Sandbox};
-pub use error::{PatternError, SandboxError};
+pub use error::SandboxError;
 pub use events::{PhaseEvent, channel};
-pub use grant::{Access, Capabilities, Capability, FileRule, Grant, GrantRequest, Limits, NetworkRule, Policy};
+pub use grant::{Grant, Policy};
+pub use limits::Limits;
 pub use limits::Stop;
 pub use manifest::Manifest;
 pub use phase::{FailureKind, PhaseEnd, PhaseInput, PhaseReport};
+pub use phasebox_grants::{
+    Access, DnsName, Endpoint, EndpointPattern, FileRequest, FileRule, GrantRequest, HostPattern, NetworkRequest,
+    NetworkRule, Origin, OriginPattern, ParseError,
+};
 pub use phasebox_redact::Secret;
 pub use plugin::{Plugin, sha256_hex};
 pub use tokio_util::sync::CancellationToken;

@@ -12,10 +12,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::events::PhaseEvent;
-use crate::units::format_size;
+use crate::units::{format_size, serde_duration, serde_size};
 
 /// Why the host ended a phase before the guest returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -335,6 +336,91 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Tables hold function references; a million entries is far beyond any real plugin.
         Ok(desired <= 1_000_000)
+    }
+}
+
+/// Resource limits of one phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Total bytes of all the instance's linear memories together.
+    #[serde(with = "serde_size", default = "Limits::default_memory")]
+    pub memory: u64,
+    /// Wall-clock time from the phase's start.
+    #[serde(with = "serde_duration", default = "Limits::default_timeout")]
+    pub timeout: Duration,
+    /// Longest time without output (stdout, stderr or log) before the phase is ended.
+    #[serde(with = "serde_duration", default = "Limits::default_output_timeout")]
+    pub output_timeout: Duration,
+    /// Total bytes of output the phase may write: stdout, stderr and log lines, and the test
+    /// results and capability events it causes, together.
+    #[serde(with = "serde_size", default = "Limits::default_output")]
+    pub output: u64,
+    /// Total bytes the phase may write into its read-write mounts (every write counts, also
+    /// one that overwrites).
+    #[serde(with = "serde_size", default = "Limits::default_disk")]
+    pub disk: u64,
+    /// How many files, directories and links the phase may create in its read-write mounts.
+    #[serde(default = "Limits::default_files")]
+    pub files: u64,
+    /// Handles the phase may hold at once: open files and directories, sockets, streams,
+    /// pollables and HTTP resources (header maps, requests, responses, bodies). Each may hold a
+    /// host descriptor, so this also bounds the phase's share of the agent's open files.
+    #[serde(default = "Limits::default_handles")]
+    pub handles: u64,
+}
+
+impl Limits {
+    fn default_memory() -> u64 {
+        256 << 20
+    }
+    fn default_timeout() -> Duration {
+        // Testflinger's default global timeout is 4 hours.
+        Duration::from_secs(4 * 3600)
+    }
+    fn default_output_timeout() -> Duration {
+        // Testflinger's default output timeout is 15 minutes.
+        Duration::from_secs(15 * 60)
+    }
+    fn default_output() -> u64 {
+        1 << 30
+    }
+    fn default_disk() -> u64 {
+        // Room for a few OS images in a phase's artifacts, not for filling the agent's disk.
+        16 << 30
+    }
+    fn default_files() -> u64 {
+        100_000
+    }
+    fn default_handles() -> u64 {
+        1024
+    }
+
+    /// The stricter of two limit sets, field by field.
+    pub fn min(&self, other: &Limits) -> Limits {
+        Limits {
+            memory: self.memory.min(other.memory),
+            timeout: self.timeout.min(other.timeout),
+            output_timeout: self.output_timeout.min(other.output_timeout),
+            output: self.output.min(other.output),
+            disk: self.disk.min(other.disk),
+            files: self.files.min(other.files),
+            handles: self.handles.min(other.handles),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: Self::default_memory(),
+            timeout: Self::default_timeout(),
+            output_timeout: Self::default_output_timeout(),
+            output: Self::default_output(),
+            disk: Self::default_disk(),
+            files: Self::default_files(),
+            handles: Self::default_handles(),
+        }
     }
 }
 

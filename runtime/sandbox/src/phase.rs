@@ -141,7 +141,7 @@ impl Sandbox {
         events: EventSender,
         cancel: CancellationToken,
     ) -> Result<PhaseReport, SandboxError> {
-        check_imports(plugin, grant, &input.phase)?;
+        plugin.check_imports(&input.phase, grant.linked())?;
         let limits = grant.limits().clone();
         let monitor = Arc::new(
             Monitor::new(limits.memory.min(self.config.max_memory), limits.output)
@@ -324,23 +324,6 @@ fn end_from_error(error: &wasmtime::Error, monitor: &Monitor, handles: u64) -> P
         None => format!("{error:#}").lines().next().unwrap_or_default().to_owned(),
     };
     PhaseEnd::Trapped { trap, guest_message: monitor.stderr_tail() }
-}
-
-/// Refuses, before any guest code runs, a plugin that imports an interface its grant does not
-/// link.
-fn check_imports(plugin: &Plugin, grant: &Grant, phase: &str) -> Result<(), SandboxError> {
-    for (cap, import) in plugin.needed_capabilities() {
-        if !grant.interfaces.contains(&cap) {
-            return Err(SandboxError::MissingGrant {
-                plugin: plugin.name().to_owned(),
-                phase: phase.to_owned(),
-                import: import.to_owned(),
-                grant: cap.name().to_owned(),
-                why: grant.refusal(cap).unwrap_or("not granted").to_owned(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// WASI's context for the phase. It holds no preopens: those are the handles

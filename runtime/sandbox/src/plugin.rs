@@ -11,9 +11,9 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 use crate::cache::CacheOutcome;
+use crate::capability::{Capability, Linked};
 use crate::engine::Sandbox;
 use crate::error::SandboxError;
-use crate::grant::Capability;
 use crate::host::{PhasePre, PhaseState};
 use crate::manifest::{self, Manifest, ManifestSource};
 
@@ -89,6 +89,12 @@ impl Plugin {
     /// The capability kinds its imports need, each with the import that needs it.
     pub fn needed_capabilities(&self) -> Vec<(Capability, &str)> {
         self.imports.iter().filter_map(|i| Capability::for_import(i).map(|c| (c, i.as_str()))).collect()
+    }
+
+    /// Refuses the plugin for `phase` when one of its imports needs a capability kind `linked`
+    /// leaves out ([`check_imports`](crate::capability::check_imports)).
+    pub fn check_imports(&self, phase: &str, linked: &Linked) -> Result<(), SandboxError> {
+        crate::capability::check_imports(self.name(), phase, self.imports.iter().map(String::as_str), linked)
     }
 }
 

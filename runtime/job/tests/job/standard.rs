@@ -337,7 +337,7 @@ async fn exec_reaches_only_the_device_and_gives_no_network() {
     // The policy gives sockets to one unrelated address, so the probe (which imports sockets)
     // loads, and its connection to the device is refused by the sandbox.
     let mut runner = runner(1, "\"http://127.0.0.1:1\"");
-    runner.policy.allow.network.connect.push(phasebox_sandbox::network::Endpoint::parse("192.0.2.1:9").unwrap());
+    runner.policy.allow.network.connect.push(phasebox_sandbox::EndpointPattern::parse("192.0.2.1:9").unwrap());
     let (outcome, _job_dir) = run(&sim, &runner, &job).await;
     let test = outcome.results.output.get(&Phase::Test).cloned().unwrap_or_default();
     assert!(test.contains("on sim-std"), "exec ran on the device: {test}");

@@ -104,9 +104,11 @@ proptest! {
         // The parsers behind single fields: none may panic, whatever the text.
         let _ = Duration::parse(&text);
         let _ = duration::parse_duration(&text);
-        let _ = grants::parse_endpoint(&text);
-        let _ = grants::parse_origin(&text);
-        let _ = grants::validate_hostname(&text);
+        let _ = grants::Endpoint::parse(&text);
+        let _ = grants::EndpointPattern::parse(&text);
+        let _ = grants::Origin::parse(&text);
+        let _ = grants::OriginPattern::parse(&text);
+        let _ = grants::DnsName::parse(&text);
         let _ = grants::validate_guest_path(&text);
         let _ = grants::validate_source(&text);
     }

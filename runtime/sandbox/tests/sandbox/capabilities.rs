@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use phasebox_sandbox::Endpoint;
 use phasebox_sandbox::events::CaseStatus;
-use phasebox_sandbox::network::Endpoint;
 use phasebox_sandbox::{
-    Access, CancellationToken, Capabilities, EngineConfig, FileRule, GrantRequest, Limits, PhaseEnd, PhaseEvent,
+    Access, CancellationToken, Capabilities, EngineConfig, FileRequest, GrantRequest, Limits, PhaseEnd, PhaseEvent,
     Policy, Sandbox, SandboxError, Secret, Stop,
 };
 use serde_json::{Value, json};
@@ -86,10 +86,7 @@ async fn hello_still_runs() {
 }
 
 fn mount(path: &str, source: &str, access: Access) -> GrantRequest {
-    GrantRequest {
-        files: vec![FileRule { path: path.into(), source: Some(source.into()), access }],
-        ..Default::default()
-    }
+    GrantRequest { files: vec![FileRequest { path: path.into(), source: source.into(), access }], ..Default::default() }
 }
 
 fn connect(endpoints: &[&str]) -> GrantRequest {
@@ -245,12 +242,9 @@ async fn blocked_ranges_need_a_grant_that_names_them() {
         "10.0.0.1:22".to_string(),
         "192.168.1.1:22".to_string(),
     ] {
-        let ran = probe(
-            connect(&["*", "0.0.0.0/0", "::/0"]),
-            Path::new("."),
-            json!({"attack": "tcp-connect", "addr": target}),
-        )
-        .await;
+        let ran =
+            probe(connect(&["0.0.0.0/0", "[::/0]"]), Path::new("."), json!({"attack": "tcp-connect", "addr": target}))
+                .await;
         ran.denied();
         let denials = ran.denials("network");
         assert!(denials.iter().any(|d| d.contains("blocked range")), "{target}: {denials:?}");
@@ -259,7 +253,8 @@ async fn blocked_ranges_need_a_grant_that_names_them() {
     // outright, and the policy maps them to IPv4 before any check (see the unit tests).
     for target in [format!("[::ffff:127.0.0.1]:{port}"), "[::ffff:169.254.169.254]:80".to_string()] {
         let ran =
-            probe(connect(&["*", "::/0"]), Path::new("."), json!({"attack": "tcp-connect", "addr": target})).await;
+            probe(connect(&["0.0.0.0/0", "[::/0]"]), Path::new("."), json!({"attack": "tcp-connect", "addr": target}))
+                .await;
         ran.denied();
     }
 }
@@ -278,14 +273,16 @@ async fn no_network_grant_means_no_sockets() {
 
 #[tokio::test]
 async fn bind_listen_and_udp_need_their_grants() {
-    let ran = probe(connect(&["*"]), Path::new("."), json!({"attack": "tcp-listen", "addr": "127.0.0.1:0"})).await;
+    let ran =
+        probe(connect(&["127.0.0.0/8"]), Path::new("."), json!({"attack": "tcp-listen", "addr": "127.0.0.1:0"})).await;
     ran.denied();
     let mut ask = GrantRequest::default();
     ask.network.bind = true;
     let ran = probe(ask, Path::new("."), json!({"attack": "tcp-listen", "addr": "127.0.0.1:0"})).await;
     ran.allowed();
 
-    let ran = probe(connect(&["*"]), Path::new("."), json!({"attack": "udp-send", "addr": "127.0.0.1:9"})).await;
+    let ran =
+        probe(connect(&["127.0.0.1:9"]), Path::new("."), json!({"attack": "udp-send", "addr": "127.0.0.1:9"})).await;
     ran.denied();
     let mut ask = connect(&["127.0.0.1:9"]);
     ask.network.udp = true;
@@ -365,20 +362,22 @@ async fn http_only_to_granted_origins() {
     let denials = ran.denials("http");
     assert!(denials.iter().any(|d| d.contains("blocked range")), "{denials:?}");
 
-    // Metadata address, even with every origin granted.
-    let all = GrantRequest { http: vec!["*".to_string().try_into().unwrap()], ..Default::default() };
-    let ran = run_with(
+    // The metadata address, asked for by a job under a policy that allows every origin: a job
+    // names its origins, and one in a blocked range opens only where the policy names it too.
+    let metadata = GrantRequest { http: vec!["http://169.254.169.254".parse().unwrap()], ..Default::default() };
+    let err = run_with(
         "http-probe",
         &policy(quick_limits()),
-        &all,
+        &metadata,
         Path::new("."),
         json!({"url": "http://169.254.169.254/latest/meta-data/"}),
         &BTreeMap::new(),
         CancellationToken::new(),
     )
     .await
-    .unwrap();
-    assert!(ran.denied().contains("DestinationIpProhibited"), "{}", ran.summary());
+    .err()
+    .expect("refused before the phase runs");
+    assert!(matches!(err, SandboxError::BlockedRangeNotNamed { .. }), "{err}");
     hello_still_runs().await;
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use phasebox_sandbox::{
-    Access, CancellationToken, Capabilities, FileRule, Grant, GrantRequest, Limits, PhaseEnd, PhaseInput, Policy,
+    Access, CancellationToken, Capabilities, FileRequest, Grant, GrantRequest, Limits, PhaseEnd, PhaseInput, Policy,
     SandboxError, Stop,
 };
 use serde_json::{Value, json};
@@ -23,10 +23,7 @@ fn quick_limits() -> Limits {
 }
 
 fn mount(path: &str, source: &str, access: Access) -> GrantRequest {
-    GrantRequest {
-        files: vec![FileRule { path: path.into(), source: Some(source.into()), access }],
-        ..Default::default()
-    }
+    GrantRequest { files: vec![FileRequest { path: path.into(), source: source.into(), access }], ..Default::default() }
 }
 
 /// A temporary directory holding the job directory `job/` (with `artifacts/loot/`) and, beside

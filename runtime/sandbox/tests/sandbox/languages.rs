@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use phasebox_sandbox::Endpoint;
 use phasebox_sandbox::events::CaseStatus;
-use phasebox_sandbox::network::Endpoint;
 use phasebox_sandbox::{
-    Access, CancellationToken, Capabilities, FailureKind, FileRule, GrantRequest, Limits, PhaseEnd, PhaseEvent, Plugin,
-    Policy, SandboxError, Secret,
+    Access, CancellationToken, Capabilities, FailureKind, FileRequest, GrantRequest, Limits, PhaseEnd, PhaseEvent,
+    Plugin, Policy, SandboxError, Secret,
 };
 use serde_json::{Value, json};
 
@@ -114,7 +114,7 @@ fn job_dir() -> tempfile::TempDir {
 
 fn attachments() -> GrantRequest {
     GrantRequest {
-        files: vec![FileRule { path: "/attachments".into(), source: Some("attachments".into()), access: Access::Ro }],
+        files: vec![FileRequest { path: "/attachments".into(), source: "attachments".into(), access: Access::Ro }],
         ..GrantRequest::default()
     }
 }

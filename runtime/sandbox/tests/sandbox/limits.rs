@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use phasebox_sandbox::{
-    Access, CancellationToken, Capabilities, EngineConfig, FileRule, Grant, GrantRequest, Limits, PhaseEnd, PhaseEvent,
-    PhaseInput, Policy, Sandbox, Stop,
+    Access, CancellationToken, Capabilities, EngineConfig, FileRequest, Grant, GrantRequest, Limits, PhaseEnd,
+    PhaseEvent, PhaseInput, Policy, Sandbox, Stop,
 };
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ fn scratch() -> (tempfile::TempDir, GrantRequest) {
     std::fs::create_dir_all(dir.path().join("scratch")).unwrap();
     std::fs::write(dir.path().join("scratch/file"), "x").unwrap();
     let ask = GrantRequest {
-        files: vec![FileRule { path: "/scratch".into(), source: Some("scratch".into()), access: Access::Ro }],
+        files: vec![FileRequest { path: "/scratch".into(), source: "scratch".into(), access: Access::Ro }],
         ..GrantRequest::default()
     };
     (dir, ask)
