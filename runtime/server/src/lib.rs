@@ -139,6 +139,17 @@ where
     serve_with(listener, state, tls, shutdown).await
 }
 
+/// The API's listener: it speaks HTTPS when a certificate is configured, plain HTTP otherwise.
+enum ApiListener {
+    Https(tls::TlsListener),
+    Http(axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)>),
+}
+
+/// Small requests and answers go out at once instead of waiting for more to coalesce.
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
 async fn serve_with<F>(
     listener: TcpListener,
     state: AppState,
@@ -151,10 +162,8 @@ where
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = match tls {
-        Some(tls) => Ok(tls::TlsListener::new(listener, tls)?),
-        None => Err(axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        })),
+        Some(tls) => ApiListener::Https(tls::TlsListener::new(listener, tls)?),
+        None => ApiListener::Http(axum::serve::ListenerExt::tap_io(listener, set_nodelay)),
     };
     let metrics = match state.config.metrics_listen {
         Some(at) => {
@@ -179,10 +188,9 @@ where
         token.cancel();
     };
     let app = router(state.clone());
-    // `Ok`: HTTPS, `Err`: plain HTTP.
     let result = match listener {
-        Ok(https) => axum::serve(https, app).with_graceful_shutdown(signal).await,
-        Err(http) => axum::serve(http, app).with_graceful_shutdown(signal).await,
+        ApiListener::Https(https) => axum::serve(https, app).with_graceful_shutdown(signal).await,
+        ApiListener::Http(http) => axum::serve(http, app).with_graceful_shutdown(signal).await,
     };
     retention.abort();
     // Stops with the same signal (or now, should the API listener have failed).

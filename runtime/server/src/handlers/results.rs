@@ -29,10 +29,26 @@ pub async fn post(
     let principal = caller.require(auth::AGENT)?;
     let id = job_id_param(&id)?;
     // An unknown job is a silent no-op, as in Testflinger; a known one takes results from the
-    // agent that claimed it only.
+    // agent that claimed it only. A valid post is applied on that condition in one write; the
+    // job is read only to answer one that was not applied or not valid (a refusal by owner
+    // comes before one by content, as it always has).
+    let mut patch = result_patch(&body);
+    if let Ok(patch) = &mut patch {
+        patch.claimed_by = Some(principal.permissions.as_ref().map(|p| p.agent_names.clone()).unwrap_or_default());
+        if st.store.update_result(&id, patch, now_micros()).await? {
+            st.hub.job_changed(&id);
+            return Ok(ok_text());
+        }
+    }
     let Some(job) = st.store.get_job(&id).await? else { return Ok(ok_text()) };
     check_claiming_agent(&principal, &job)?;
-    let map = json_object(&body)?;
+    patch?;
+    Ok(ok_text())
+}
+
+/// The body of `POST /v1/result/<id>`, validated.
+fn result_patch(body: &bytes::Bytes) -> ApiResult<ResultPatch> {
+    let map = json_object(body)?;
     let mut errors = FieldErrors::default();
     errors.unknown(&map, &["status", "device_info", "job_state"]);
     let mut patch = ResultPatch::default();
@@ -67,10 +83,7 @@ pub async fn post(
         Some(_) => errors.add("job_state", "Not a valid string."),
     }
     errors.check("json")?;
-    if st.store.update_result(&id, &patch, now_micros()).await? {
-        st.hub.job_changed(&id);
-    }
-    Ok(ok_text())
+    Ok(patch)
 }
 
 /// `GET /v1/result/<id>` (any role; the job's owner or the agent that claimed it):

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::sqlite::{SqliteArgs, sqlite_batch};
+use super::sqlite::SqliteArgs;
 use super::{
     Backend, JobRecord, JobSummary, JobTuple, NewJob, Pools, Result, ResultPatch, Store, StoreError, SummaryTuple,
     placeholders,
@@ -59,7 +59,7 @@ impl Store {
                     .add(exclusions)?
                     .add(tags)?
                     .add(job.submitter.clone())?;
-                let rows = sqlite_batch(writer, SQL, args).await.map_err(conflict)?;
+                let rows = writer.batch(SQL, args).await.map_err(conflict)?;
                 Ok(!rows.is_empty())
             }
             Pools::Postgres(pool) => {
@@ -147,7 +147,7 @@ impl Store {
                 for queue in queues {
                     args.add(queue.clone())?;
                 }
-                let rows = sqlite_batch(writer, &sql, args).await?;
+                let rows = writer.batch_owned(sql, args).await?;
                 rows.first().map(<JobTuple as sqlx::FromRow<'_, sqlx::sqlite::SqliteRow>>::from_row).transpose()?
             }
             Pools::Postgres(pool) => {
@@ -322,7 +322,8 @@ impl Store {
     }
 
     /// Applies a result post (`$set` of `status`, `device_info`, `job_state`). A job that does
-    /// not exist is a silent no-op (as in Testflinger). Returns whether the job exists.
+    /// not exist, or (with `patch.claimed_by`) was not claimed by one of those agents, is left
+    /// as it is. Returns whether the job was changed.
     pub async fn update_result(&self, job_id: &str, patch: &ResultPatch, now: i64) -> Result<bool> {
         let mut set = Map::new();
         let mut data = Map::new();
@@ -339,30 +340,40 @@ impl Store {
         }
         let kind = if patch.job_state.is_some() { "state" } else { "result" };
         let data = Value::Object(data).to_string();
-        // $1 job_id, $2 job_state or NULL, $3 event kind, $4 event data, $5 now, then the
-        // result fields to set.
+        let claimed_by = patch.claimed_by.as_ref().map(serde_json::to_string).transpose()?;
+        // $1 job_id, $2 job_state or NULL, $3 event kind, $4 event data, $5 now, $6 the agents
+        // (JSON array) or NULL, then the result fields to set.
         match &self.pools {
             Pools::Sqlite { writer, .. } => {
                 // The stored document's keys are replaced (not merged) by json_set.
                 let mut expr = "result_data".to_owned();
                 let mut args = SqliteArgs::default();
-                args.add(job_id.to_owned())?.add(patch.job_state.clone())?.add(kind)?.add(data)?.add(now)?;
+                args.add(job_id.to_owned())?
+                    .add(patch.job_state.clone())?
+                    .add(kind)?
+                    .add(data)?
+                    .add(now)?
+                    .add(claimed_by)?;
                 for (i, (key, value)) in set.iter().enumerate() {
-                    expr = format!("json_set({expr}, '$.{key}', json(${}))", 6 + i);
+                    expr = format!("json_set({expr}, '$.{key}', json(${}))", 7 + i);
                     args.add(value.to_string())?;
                 }
+                const CLAIMED: &str = "($6 IS NULL OR agent IN (SELECT value FROM json_each($6)))";
                 let sql = format!(
-                    "UPDATE jobs SET result_data = {expr}, state = coalesce($2, state) WHERE job_id = $1 RETURNING 1; \
+                    "UPDATE jobs SET result_data = {expr}, state = coalesce($2, state) WHERE job_id = $1 AND {CLAIMED} \
+                     RETURNING 1; \
                      INSERT INTO job_events (job_id, kind, data, created_at) SELECT $1, $3, $4, $5 FROM jobs \
-                     WHERE job_id = $1;"
+                     WHERE job_id = $1 AND {CLAIMED};"
                 );
-                Ok(!sqlite_batch(writer, &sql, args).await?.is_empty())
+                Ok(!writer.batch_owned(sql, args).await?.is_empty())
             }
             Pools::Postgres(pool) => {
                 // `||` replaces top-level keys, as Testflinger's `$set result_data.<key>`.
                 const SQL: &str = "\
-                    WITH u AS (UPDATE jobs SET result_data = (result_data::jsonb || $6::jsonb)::text, \
-                        state = coalesce($2, state) WHERE job_id = $1 RETURNING job_id), \
+                    WITH u AS (UPDATE jobs SET result_data = (result_data::jsonb || $7::jsonb)::text, \
+                        state = coalesce($2, state) WHERE job_id = $1 \
+                        AND ($6::text IS NULL OR agent IN (SELECT jsonb_array_elements_text($6::jsonb))) \
+                        RETURNING job_id), \
                     e AS (INSERT INTO job_events (job_id, kind, data, created_at) SELECT u.job_id, $3, $4, $5 FROM u \
                         CROSS JOIN LATERAL (SELECT pg_advisory_xact_lock(hashtext(u.job_id))) l) \
                     SELECT count(*) FROM u";
@@ -372,6 +383,7 @@ impl Store {
                     .bind(kind)
                     .bind(&data)
                     .bind(now)
+                    .bind(&claimed_by)
                     .bind(Value::Object(set).to_string())
                     .fetch_one(pool)
                     .await?;

@@ -129,6 +129,9 @@ pub struct ResultPatch {
     pub device_info: Option<serde_json::Value>,
     /// New `job_state`.
     pub job_state: Option<String>,
+    /// Apply only if the job was claimed by one of these agents (the posting agent's
+    /// names); `None`: whoever claimed it.
+    pub claimed_by: Option<Vec<String>>,
 }
 
 /// One log fragment.
