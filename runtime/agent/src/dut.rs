@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use phasebox_client::{Client, ClientError};
+use phasebox_client::{Backoff, Client, ClientError};
 use phasebox_device::{CleanupAction, Device, DeviceConfig};
 use phasebox_job::{PluginSet, RunnerConfig};
 use phasebox_sandbox::{EngineConfig, Sandbox};
@@ -130,14 +130,13 @@ enum Exit {
 pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
     let name = entry.name.clone();
     let dut_dir = shared.config.spool_dir.join(&name);
-    let mut failures = 0;
+    let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
     let spool = loop {
         match Spool::open(&dut_dir) {
             Ok(s) => break s,
             Err(e) => {
-                failures += 1;
                 tracing::error!(dut = %name, error = %e, "cannot open the spool; the DUT waits");
-                if !pause(&shared.stop, backoff(failures, Duration::from_secs(5), Duration::from_secs(300))).await {
+                if !pause(&shared.stop, retry.next_delay()).await {
                     return;
                 }
             }
@@ -145,17 +144,16 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
     };
     let (outbox, outbox_task) = Outbox::start(shared.client.clone(), spool, name.clone(), shared.hurry.clone());
     let records = RecordFile::new(&dut_dir);
-    let mut panics = 0;
+    let mut panics = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let task = tokio::spawn(run(shared.clone(), entry.clone(), outbox.clone(), records.clone()));
         match task.await {
             Ok(Exit::Stopped) => break,
             Ok(Exit::Restart) => {
                 tracing::info!(dut = %name, "restarting as the server asked");
-                panics = 0;
+                panics.reset();
             }
             Err(e) => {
-                panics += 1;
                 let why = match e.try_into_panic() {
                     Ok(p) => p
                         .downcast_ref::<&str>()
@@ -165,7 +163,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
                     Err(e) => e.to_string(),
                 };
                 tracing::error!(dut = %name, panic = %why, "the DUT's loop crashed; starting it again");
-                if !pause(&shared.stop, backoff(panics, Duration::from_secs(1), Duration::from_secs(60))).await {
+                if !pause(&shared.stop, panics.next_delay()).await {
                     break;
                 }
             }
@@ -186,7 +184,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
     let interrupted = report_interrupted(&entry, &outbox, &records);
 
     // Load, retrying with backoff; the DUT is offline on the server meanwhile.
-    let mut failures = 0;
+    let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
     let mut shown: Option<String> = None;
     let ctx = loop {
         let loaded = {
@@ -197,7 +195,6 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         match loaded {
             Ok(Ok(ctx)) => break ctx,
             Ok(Err(e)) => {
-                failures += 1;
                 tracing::error!(dut = %name, error = %e, "the DUT cannot be loaded; it stays offline and is loaded again later");
                 let comment = format!("{CONFIG_ERROR}: {e}");
                 if shown.as_deref() != Some(comment.as_str()) {
@@ -207,7 +204,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                     outbox.push(Delivery::AgentData { agent: name.clone(), body });
                     shown = Some(comment);
                 }
-                if !pause(&shared.stop, backoff(failures, Duration::from_secs(5), Duration::from_secs(300))).await {
+                if !pause(&shared.stop, retry.next_delay()).await {
                     return Exit::Stopped;
                 }
             }
@@ -254,7 +251,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         }
     });
     let mut last_post = Instant::now();
-    let mut failures = 0u32;
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
     loop {
         if shared.stop.is_cancelled() {
@@ -262,8 +259,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         }
         // What an earlier outage or run left in the spool goes first.
         if !outbox.drain().await {
-            failures += 1;
-            if !pause(&shared.stop, backoff(failures, Duration::from_secs(1), Duration::from_secs(30))).await {
+            if !pause(&shared.stop, retry.next_delay()).await {
                 return Exit::Stopped;
             }
             continue;
@@ -277,9 +273,8 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 continue;
             }
             Err(e) => {
-                failures += 1;
                 tracing::warn!(dut = %name, error = %e, "cannot read the DUT's state on the server");
-                if !pause(&shared.stop, backoff(failures, Duration::from_secs(1), Duration::from_secs(30))).await {
+                if !pause(&shared.stop, retry.next_delay()).await {
                     return Exit::Stopped;
                 }
                 continue;
@@ -329,17 +324,14 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 let job_id = match JobId::parse(job.get("job_id").and_then(Value::as_str).unwrap_or_default()) {
                     Ok(id) => id,
                     Err(e) => {
-                        failures += 1;
                         tracing::error!(dut = %name, error = %e, "refusing a job from the server");
-                        if !pause(&shared.stop, backoff(failures, Duration::from_secs(1), Duration::from_secs(30)))
-                            .await
-                        {
+                        if !pause(&shared.stop, retry.next_delay()).await {
                             return Exit::Stopped;
                         }
                         continue;
                     }
                 };
-                failures = 0;
+                retry.reset();
                 let end = job::run_claimed(&shared, &ctx, &outbox, &records, job_id, job).await;
                 if end.abandoned {
                     return Exit::Stopped;
@@ -350,7 +342,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 last_post = Instant::now();
             }
             Ok(None) => {
-                failures = 0;
+                retry.reset();
                 // Testflinger: the next claim after the polling interval. A server that
                 // answered a long-poll at once does not wait: poll it the same way.
                 if (wait.is_none() || started.elapsed() < Duration::from_secs(1))
@@ -360,15 +352,16 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 }
             }
             Err(e) => {
-                failures += 1;
+                let wait = retry.next_delay();
                 let wait = match &e {
                     ClientError::Auth { .. } => {
                         tracing::error!(dut = %name, error = %e, "the agent is not authorized to claim jobs");
-                        Duration::from_secs(60)
+                        // Credentials are fixed by an operator, not by retrying soon.
+                        wait.max(Duration::from_secs(60))
                     }
                     _ => {
                         tracing::warn!(dut = %name, error = %e, "cannot claim jobs");
-                        backoff(failures, Duration::from_secs(1), Duration::from_secs(30))
+                        wait
                     }
                 };
                 if !pause(&shared.stop, wait).await {
@@ -494,11 +487,6 @@ pub(crate) async fn clean_device(ctx: &DutCtx, limit: Duration) -> Result<Option
     }
 }
 
-/// `first` doubling per failure, at most `max`.
-fn backoff(failures: u32, first: Duration, max: Duration) -> Duration {
-    first.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(max)
-}
-
 /// Sleeps `d`; `false` when the agent is stopping.
 async fn pause(stop: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
@@ -510,16 +498,6 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_its_cap() {
-        let s = Duration::from_secs;
-        assert_eq!(backoff(1, s(1), s(30)), s(1));
-        assert_eq!(backoff(2, s(1), s(30)), s(2));
-        assert_eq!(backoff(5, s(1), s(30)), s(16));
-        assert_eq!(backoff(6, s(1), s(30)), s(30));
-        assert_eq!(backoff(99, s(1), s(30)), s(30));
-    }
 
     #[test]
     fn restricted_queues_with_owners_are_claimed_alone() {

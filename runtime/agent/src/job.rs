@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use phasebox_client::ClientError;
+use phasebox_client::{Backoff, ClientError};
 use phasebox_job::events::PhaseOutcome;
 use phasebox_job::{AttachmentsArchive, JobInputs, JobPlan, JobSpec, Phase, Secret, run_job, status};
 use serde_json::{Value, json};
@@ -260,19 +260,19 @@ async fn prepare(
 }
 
 async fn download_attachments(shared: &Shared, job_id: &str) -> Result<AttachmentsArchive, String> {
-    let mut wait = Duration::from_secs(1);
-    for attempt in 1.. {
+    const ATTEMPTS: u32 = 5;
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
         match shared.client.get_attachments(job_id).await {
             Ok(bytes) => return Ok(AttachmentsArchive::Bytes(bytes.to_vec())),
-            Err(e) if worth_retrying(&e) && attempt < 5 && !shared.stop.is_cancelled() => {
-                tracing::warn!(job_id, error = %e, attempt, "cannot download the attachments; retrying");
+            Err(e) if worth_retrying(&e) && retry.failures() + 1 < ATTEMPTS && !shared.stop.is_cancelled() => {
+                let wait = retry.next_delay();
+                tracing::warn!(job_id, error = %e, attempt = retry.failures(), "cannot download the attachments; retrying");
                 tokio::time::sleep(wait).await;
-                wait *= 2;
             }
             Err(e) => return Err(format!("cannot download the attachments: {e}")),
         }
     }
-    unreachable!("the loop returns")
 }
 
 /// Cancels `cancel` when the server says the job was cancelled: on a phasebox server from the

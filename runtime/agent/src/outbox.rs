@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use phasebox_client::{Client, ClientError, LogFragment, LogType};
+use phasebox_client::{Backoff, Client, ClientError, LogFragment, LogType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -133,8 +133,8 @@ pub(crate) struct Outbox {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Waits between attempts at the spool: 1 s doubling to 30 s while nothing gets through.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 impl Outbox {
     /// Starts the outbox task of `dut`. Once `hurry` is cancelled (the agent is out of time at
@@ -146,7 +146,7 @@ impl Outbox {
         hurry: CancellationToken,
     ) -> (Outbox, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = Task { client, spool, dut, hurry, retry_at: None, backoff: FIRST_RETRY };
+        let task = Task { client, spool, dut, hurry, retry_at: None, backoff: RETRY };
         let handle = tokio::spawn(task.run(rx));
         (Outbox { tx }, handle)
     }
@@ -183,7 +183,7 @@ struct Task {
     hurry: CancellationToken,
     /// When to try the spool again (set while it is not empty).
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl Task {
@@ -244,8 +244,8 @@ impl Task {
             Err(e) if d.worth_retrying(&e) => {
                 tracing::warn!(dut = %self.dut, delivery = %d.describe(), error = %e, "server unavailable; spooling");
                 self.spool_it(d);
-                self.backoff = FIRST_RETRY;
-                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff.reset();
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
             }
             Err(e) => self.drop_refused(&d, &e),
         }
@@ -256,7 +256,7 @@ impl Task {
         if let Err(e) = self.spool.append(d) {
             tracing::error!(dut = %self.dut, delivery = %what, error = %e, "cannot spool; delivery lost");
         } else if self.retry_at.is_none() {
-            self.retry_at = Some(Instant::now() + self.backoff);
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
         }
     }
 
@@ -282,10 +282,13 @@ impl Task {
                     delivered += 1;
                 }
                 Err(e) if d.worth_retrying(&e) => {
-                    self.backoff = if delivered > 0 { FIRST_RETRY } else { (self.backoff * 2).min(MAX_RETRY) };
-                    self.retry_at = Some(Instant::now() + self.backoff);
+                    if delivered > 0 {
+                        self.backoff.reset();
+                    }
+                    let retry_in = self.backoff.next_delay();
+                    self.retry_at = Some(Instant::now() + retry_in);
                     tracing::debug!(
-                        dut = %self.dut, waiting = self.spool.len(), retry_in = ?self.backoff, error = %e,
+                        dut = %self.dut, waiting = self.spool.len(), ?retry_in, error = %e,
                         "server still unavailable"
                     );
                     if delivered > 0 {
@@ -304,7 +307,7 @@ impl Task {
         }
         if self.spool.is_empty() {
             self.retry_at = None;
-            self.backoff = FIRST_RETRY;
+            self.backoff.reset();
         }
     }
 }
