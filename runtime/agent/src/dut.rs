@@ -172,7 +172,9 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
             break;
         }
     }
-    outbox.push(Delivery::AgentData { agent: name.clone(), body: json!({ "state": "offline", "comment": STOPPED }) });
+    outbox
+        .push(Delivery::AgentData { agent: name.clone(), body: json!({ "state": "offline", "comment": STOPPED }) })
+        .await;
     drop(outbox);
     let _ = outbox_task.await;
     tracing::info!(dut = %name, "stopped");
@@ -181,7 +183,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
 /// One incarnation of the DUT's loop.
 async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: RecordFile) -> Exit {
     let name = entry.name.clone();
-    let interrupted = report_interrupted(&entry, &outbox, &records);
+    let interrupted = report_interrupted(&entry, &outbox, &records).await;
 
     // Load, retrying with backoff; the DUT is offline on the server meanwhile.
     let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
@@ -201,7 +203,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                     let mut body = registration(&entry);
                     body["state"] = "offline".into();
                     body["comment"] = comment.clone().into();
-                    outbox.push(Delivery::AgentData { agent: name.clone(), body });
+                    outbox.push(Delivery::AgentData { agent: name.clone(), body }).await;
                     shown = Some(comment);
                 }
                 if !pause(&shared.stop, retry.next_delay()).await {
@@ -240,7 +242,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         body["state"] = "offline".into();
         body["comment"] = comment.into();
     }
-    outbox.push(Delivery::AgentData { agent: name.clone(), body });
+    outbox.push(Delivery::AgentData { agent: name.clone(), body }).await;
     outbox.barrier().await;
     // What `list-queues` shows, as Testflinger's agent advertises at start. Best effort, and
     // beside the loop: a server that is slow or refuses it still hands out jobs at once.
@@ -268,7 +270,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
             Ok(d) => d,
             Err(e) if e.is_not_found() => {
                 // The server forgot the DUT (its agents expire): register again.
-                outbox.push(Delivery::AgentData { agent: name.clone(), body: registration(&entry) });
+                outbox.push(Delivery::AgentData { agent: name.clone(), body: registration(&entry) }).await;
                 outbox.barrier().await;
                 continue;
             }
@@ -399,7 +401,9 @@ fn advertised_queues(entry: &DutEntry) -> Value {
 }
 
 async fn post_state(outbox: &Outbox, name: &str, state: &str, comment: &str) {
-    outbox.push(Delivery::AgentData { agent: name.to_owned(), body: json!({ "state": state, "comment": comment }) });
+    outbox
+        .push(Delivery::AgentData { agent: name.to_owned(), body: json!({ "state": state, "comment": comment }) })
+        .await;
     outbox.barrier().await;
 }
 
@@ -420,7 +424,7 @@ fn claim_queues(entry: &DutEntry, data: &Value) -> Vec<String> {
 
 /// When the job record says a job was running, reports it ended (once) and returns the
 /// record, so that the device is cleaned up once the DUT is loaded.
-fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -> Option<JobRecord> {
+async fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -> Option<JobRecord> {
     let mut record = records.read()?;
     if record.reported {
         return Some(record);
@@ -431,23 +435,27 @@ fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -
         "\nphasebox agent: the agent stopped while this job was running (in its {phase} phase), and ended the job \
          when it started again; the device is cleaned up before its next job.\n"
     );
-    outbox.push(Delivery::Log {
-        job_id: record.job_id.to_string(),
-        log_type: phasebox_client::LogType::Output,
-        fragment: phasebox_client::LogFragment {
-            fragment_number: record.next_output,
-            timestamp: phasebox_job::events::rfc3339(std::time::SystemTime::now()),
-            phase: phase.clone(),
-            log_data: text,
-        },
-    });
+    outbox
+        .push(Delivery::Log {
+            job_id: record.job_id.to_string(),
+            log_type: phasebox_client::LogType::Output,
+            fragment: phasebox_client::LogFragment {
+                fragment_number: record.next_output,
+                timestamp: phasebox_job::events::rfc3339(std::time::SystemTime::now()),
+                phase: phase.clone(),
+                log_data: text,
+            },
+        })
+        .await;
     record.next_output += 1;
     record.status.entry(phase).or_insert(phasebox_job::status::ENGINE_ERROR);
-    outbox.push(Delivery::Result {
-        job_id: record.job_id.to_string(),
-        body: json!({ "status": crate::shipper::status_json(&record.status), "job_state": "complete" }),
-    });
-    outbox.push(Delivery::AgentData { agent: entry.name.clone(), body: json!({ "job_id": "" }) });
+    outbox
+        .push(Delivery::Result {
+            job_id: record.job_id.to_string(),
+            body: json!({ "status": crate::shipper::status_json(&record.status), "job_state": "complete" }),
+        })
+        .await;
+    outbox.push(Delivery::AgentData { agent: entry.name.clone(), body: json!({ "job_id": "" }) }).await;
     record.reported = true;
     if let Err(e) = records.write(&record) {
         tracing::warn!(dut = %entry.name, error = %e, "cannot update the job record");

@@ -130,8 +130,12 @@ enum Msg {
 /// and the queue is done.
 #[derive(Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
 }
+
+/// How many messages wait for the outbox task at most (a log fragment is at most a batch of
+/// the shipper's); when it is full, whoever pushes waits for the server.
+pub(crate) const OUTBOX_QUEUE: usize = 4;
 
 /// Waits between attempts at the spool: 1 s doubling to 30 s while nothing gets through.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
@@ -145,15 +149,16 @@ impl Outbox {
         dut: String,
         hurry: CancellationToken,
     ) -> (Outbox, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(OUTBOX_QUEUE);
         let task = Task { client, spool, dut, hurry, retry_at: None, backoff: RETRY };
         let handle = tokio::spawn(task.run(rx));
         (Outbox { tx }, handle)
     }
 
-    /// Queues a delivery. Never blocks.
-    pub(crate) fn push(&self, delivery: Delivery) {
-        if let Err(mpsc::error::SendError(Msg::Deliver(d))) = self.tx.send(Msg::Deliver(delivery)) {
+    /// Queues a delivery, waiting while the queue is full (the deliveries before it are being
+    /// posted).
+    pub(crate) async fn push(&self, delivery: Delivery) {
+        if let Err(mpsc::error::SendError(Msg::Deliver(d))) = self.tx.send(Msg::Deliver(delivery)).await {
             tracing::error!(delivery = %d.describe(), "the outbox is gone; delivery lost");
         }
     }
@@ -161,7 +166,7 @@ impl Outbox {
     /// Waits until everything pushed so far has been delivered or written to the spool.
     pub(crate) async fn barrier(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Barrier(tx)).is_ok() {
+        if self.tx.send(Msg::Barrier(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -169,7 +174,7 @@ impl Outbox {
     /// Tries to deliver the spool now; `true` when nothing is left waiting.
     pub(crate) async fn drain(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Drain(tx)).is_err() {
+        if self.tx.send(Msg::Drain(tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -187,7 +192,7 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         if !self.spool.is_empty() {
             self.retry_at = Some(Instant::now());
         }
