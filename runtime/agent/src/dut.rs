@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use phasebox_client::{Client, ClientError};
+use phasebox_client::{Backoff, Client, ClientError};
 use phasebox_device::{CleanupAction, Device, DeviceConfig};
 use phasebox_job::{PluginSet, RunnerConfig};
 use phasebox_sandbox::{EngineConfig, Sandbox};
@@ -130,14 +130,13 @@ enum Exit {
 pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
     let name = entry.name.clone();
     let dut_dir = shared.config.spool_dir.join(&name);
-    let mut failures = 0;
+    let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
     let spool = loop {
         match Spool::open(&dut_dir) {
             Ok(s) => break s,
             Err(e) => {
-                failures += 1;
                 tracing::error!(dut = %name, error = %e, "cannot open the spool; the DUT waits");
-                if !pause(&shared.stop, backoff(failures, Duration::from_secs(5), Duration::from_secs(300))).await {
+                if !pause(&shared.stop, retry.next_delay()).await {
                     return;
                 }
             }
@@ -145,17 +144,16 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
     };
     let (outbox, outbox_task) = Outbox::start(shared.client.clone(), spool, name.clone(), shared.hurry.clone());
     let records = RecordFile::new(&dut_dir);
-    let mut panics = 0;
+    let mut panics = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let task = tokio::spawn(run(shared.clone(), entry.clone(), outbox.clone(), records.clone()));
         match task.await {
             Ok(Exit::Stopped) => break,
             Ok(Exit::Restart) => {
                 tracing::info!(dut = %name, "restarting as the server asked");
-                panics = 0;
+                panics.reset();
             }
             Err(e) => {
-                panics += 1;
                 let why = match e.try_into_panic() {
                     Ok(p) => p
                         .downcast_ref::<&str>()
@@ -165,7 +163,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
                     Err(e) => e.to_string(),
                 };
                 tracing::error!(dut = %name, panic = %why, "the DUT's loop crashed; starting it again");
-                if !pause(&shared.stop, backoff(panics, Duration::from_secs(1), Duration::from_secs(60))).await {
+                if !pause(&shared.stop, panics.next_delay()).await {
                     break;
                 }
             }
@@ -174,7 +172,9 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
             break;
         }
     }
-    outbox.push(Delivery::AgentData { agent: name.clone(), body: json!({ "state": "offline", "comment": STOPPED }) });
+    outbox
+        .push(Delivery::AgentData { agent: name.clone(), body: json!({ "state": "offline", "comment": STOPPED }) })
+        .await;
     drop(outbox);
     let _ = outbox_task.await;
     tracing::info!(dut = %name, "stopped");
@@ -183,10 +183,10 @@ pub(crate) async fn supervise(shared: Arc<Shared>, entry: DutEntry) {
 /// One incarnation of the DUT's loop.
 async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: RecordFile) -> Exit {
     let name = entry.name.clone();
-    let interrupted = report_interrupted(&entry, &outbox, &records);
+    let interrupted = report_interrupted(&entry, &outbox, &records).await;
 
     // Load, retrying with backoff; the DUT is offline on the server meanwhile.
-    let mut failures = 0;
+    let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
     let mut shown: Option<String> = None;
     let ctx = loop {
         let loaded = {
@@ -197,17 +197,16 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         match loaded {
             Ok(Ok(ctx)) => break ctx,
             Ok(Err(e)) => {
-                failures += 1;
                 tracing::error!(dut = %name, error = %e, "the DUT cannot be loaded; it stays offline and is loaded again later");
                 let comment = format!("{CONFIG_ERROR}: {e}");
                 if shown.as_deref() != Some(comment.as_str()) {
                     let mut body = registration(&entry);
                     body["state"] = "offline".into();
                     body["comment"] = comment.clone().into();
-                    outbox.push(Delivery::AgentData { agent: name.clone(), body });
+                    outbox.push(Delivery::AgentData { agent: name.clone(), body }).await;
                     shown = Some(comment);
                 }
-                if !pause(&shared.stop, backoff(failures, Duration::from_secs(5), Duration::from_secs(300))).await {
+                if !pause(&shared.stop, retry.next_delay()).await {
                     return Exit::Stopped;
                 }
             }
@@ -243,7 +242,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         body["state"] = "offline".into();
         body["comment"] = comment.into();
     }
-    outbox.push(Delivery::AgentData { agent: name.clone(), body });
+    outbox.push(Delivery::AgentData { agent: name.clone(), body }).await;
     outbox.barrier().await;
     // What `list-queues` shows, as Testflinger's agent advertises at start. Best effort, and
     // beside the loop: a server that is slow or refuses it still hands out jobs at once.
@@ -254,7 +253,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         }
     });
     let mut last_post = Instant::now();
-    let mut failures = 0u32;
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
     loop {
         if shared.stop.is_cancelled() {
@@ -262,8 +261,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         }
         // What an earlier outage or run left in the spool goes first.
         if !outbox.drain().await {
-            failures += 1;
-            if !pause(&shared.stop, backoff(failures, Duration::from_secs(1), Duration::from_secs(30))).await {
+            if !pause(&shared.stop, retry.next_delay()).await {
                 return Exit::Stopped;
             }
             continue;
@@ -272,14 +270,13 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
             Ok(d) => d,
             Err(e) if e.is_not_found() => {
                 // The server forgot the DUT (its agents expire): register again.
-                outbox.push(Delivery::AgentData { agent: name.clone(), body: registration(&entry) });
+                outbox.push(Delivery::AgentData { agent: name.clone(), body: registration(&entry) }).await;
                 outbox.barrier().await;
                 continue;
             }
             Err(e) => {
-                failures += 1;
                 tracing::warn!(dut = %name, error = %e, "cannot read the DUT's state on the server");
-                if !pause(&shared.stop, backoff(failures, Duration::from_secs(1), Duration::from_secs(30))).await {
+                if !pause(&shared.stop, retry.next_delay()).await {
                     return Exit::Stopped;
                 }
                 continue;
@@ -329,17 +326,14 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 let job_id = match JobId::parse(job.get("job_id").and_then(Value::as_str).unwrap_or_default()) {
                     Ok(id) => id,
                     Err(e) => {
-                        failures += 1;
                         tracing::error!(dut = %name, error = %e, "refusing a job from the server");
-                        if !pause(&shared.stop, backoff(failures, Duration::from_secs(1), Duration::from_secs(30)))
-                            .await
-                        {
+                        if !pause(&shared.stop, retry.next_delay()).await {
                             return Exit::Stopped;
                         }
                         continue;
                     }
                 };
-                failures = 0;
+                retry.reset();
                 let end = job::run_claimed(&shared, &ctx, &outbox, &records, job_id, job).await;
                 if end.abandoned {
                     return Exit::Stopped;
@@ -350,7 +344,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 last_post = Instant::now();
             }
             Ok(None) => {
-                failures = 0;
+                retry.reset();
                 // Testflinger: the next claim after the polling interval. A server that
                 // answered a long-poll at once does not wait: poll it the same way.
                 if (wait.is_none() || started.elapsed() < Duration::from_secs(1))
@@ -360,15 +354,16 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 }
             }
             Err(e) => {
-                failures += 1;
+                let wait = retry.next_delay();
                 let wait = match &e {
                     ClientError::Auth { .. } => {
                         tracing::error!(dut = %name, error = %e, "the agent is not authorized to claim jobs");
-                        Duration::from_secs(60)
+                        // Credentials are fixed by an operator, not by retrying soon.
+                        wait.max(Duration::from_secs(60))
                     }
                     _ => {
                         tracing::warn!(dut = %name, error = %e, "cannot claim jobs");
-                        backoff(failures, Duration::from_secs(1), Duration::from_secs(30))
+                        wait
                     }
                 };
                 if !pause(&shared.stop, wait).await {
@@ -406,7 +401,9 @@ fn advertised_queues(entry: &DutEntry) -> Value {
 }
 
 async fn post_state(outbox: &Outbox, name: &str, state: &str, comment: &str) {
-    outbox.push(Delivery::AgentData { agent: name.to_owned(), body: json!({ "state": state, "comment": comment }) });
+    outbox
+        .push(Delivery::AgentData { agent: name.to_owned(), body: json!({ "state": state, "comment": comment }) })
+        .await;
     outbox.barrier().await;
 }
 
@@ -427,7 +424,7 @@ fn claim_queues(entry: &DutEntry, data: &Value) -> Vec<String> {
 
 /// When the job record says a job was running, reports it ended (once) and returns the
 /// record, so that the device is cleaned up once the DUT is loaded.
-fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -> Option<JobRecord> {
+async fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -> Option<JobRecord> {
     let mut record = records.read()?;
     if record.reported {
         return Some(record);
@@ -438,23 +435,27 @@ fn report_interrupted(entry: &DutEntry, outbox: &Outbox, records: &RecordFile) -
         "\nphasebox agent: the agent stopped while this job was running (in its {phase} phase), and ended the job \
          when it started again; the device is cleaned up before its next job.\n"
     );
-    outbox.push(Delivery::Log {
-        job_id: record.job_id.to_string(),
-        log_type: phasebox_client::LogType::Output,
-        fragment: phasebox_client::LogFragment {
-            fragment_number: record.next_output,
-            timestamp: phasebox_job::events::rfc3339(std::time::SystemTime::now()),
-            phase: phase.clone(),
-            log_data: text,
-        },
-    });
+    outbox
+        .push(Delivery::Log {
+            job_id: record.job_id.to_string(),
+            log_type: phasebox_client::LogType::Output,
+            fragment: phasebox_client::LogFragment {
+                fragment_number: record.next_output,
+                timestamp: phasebox_job::events::rfc3339(std::time::SystemTime::now()),
+                phase: phase.clone(),
+                log_data: text,
+            },
+        })
+        .await;
     record.next_output += 1;
     record.status.entry(phase).or_insert(phasebox_job::status::ENGINE_ERROR);
-    outbox.push(Delivery::Result {
-        job_id: record.job_id.to_string(),
-        body: json!({ "status": crate::shipper::status_json(&record.status), "job_state": "complete" }),
-    });
-    outbox.push(Delivery::AgentData { agent: entry.name.clone(), body: json!({ "job_id": "" }) });
+    outbox
+        .push(Delivery::Result {
+            job_id: record.job_id.to_string(),
+            body: json!({ "status": crate::shipper::status_json(&record.status), "job_state": "complete" }),
+        })
+        .await;
+    outbox.push(Delivery::AgentData { agent: entry.name.clone(), body: json!({ "job_id": "" }) }).await;
     record.reported = true;
     if let Err(e) = records.write(&record) {
         tracing::warn!(dut = %entry.name, error = %e, "cannot update the job record");
@@ -494,11 +495,6 @@ pub(crate) async fn clean_device(ctx: &DutCtx, limit: Duration) -> Result<Option
     }
 }
 
-/// `first` doubling per failure, at most `max`.
-fn backoff(failures: u32, first: Duration, max: Duration) -> Duration {
-    first.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(max)
-}
-
 /// Sleeps `d`; `false` when the agent is stopping.
 async fn pause(stop: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
@@ -510,16 +506,6 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_its_cap() {
-        let s = Duration::from_secs;
-        assert_eq!(backoff(1, s(1), s(30)), s(1));
-        assert_eq!(backoff(2, s(1), s(30)), s(2));
-        assert_eq!(backoff(5, s(1), s(30)), s(16));
-        assert_eq!(backoff(6, s(1), s(30)), s(30));
-        assert_eq!(backoff(99, s(1), s(30)), s(30));
-    }
 
     #[test]
     fn restricted_queues_with_owners_are_claimed_alone() {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use phasebox_client::ClientError;
+use phasebox_client::{Backoff, ClientError};
 use phasebox_job::events::PhaseOutcome;
 use phasebox_job::{AttachmentsArchive, JobInputs, JobPlan, JobSpec, Phase, Secret, run_job, status};
 use serde_json::{Value, json};
@@ -62,7 +62,7 @@ pub(crate) async fn run_claimed(
     if let Err(e) = records.write(&record) {
         tracing::error!(dut = %dut, job_id = %job_id, error = %e, "cannot write the job record");
     }
-    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": job_id.as_str() }) });
+    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": job_id.as_str() }) }).await;
 
     let cancel = CancellationToken::new();
     let check_before_phase = (shared.config.protocol == Protocol::Testflinger).then(|| shared.client.clone());
@@ -86,7 +86,10 @@ pub(crate) async fn run_claimed(
         }),
     });
     let note = |phase: Option<Phase>, text: String| {
-        let _ = notes.send(ShipMsg::Note { phase, text: format!("\n{NOTE} {text}\n") });
+        let notes = notes.clone();
+        async move {
+            let _ = notes.send(ShipMsg::Note { phase, text: format!("\n{NOTE} {text}\n") }).await;
+        }
     };
 
     // Secret values leave the job here; what remains names the variables only.
@@ -104,7 +107,7 @@ pub(crate) async fn run_claimed(
     match prepared {
         Err(reason) => {
             tracing::warn!(dut = %dut, job_id = %job_id, %reason, "job cannot start");
-            note(Some(Phase::Setup), format!("the job cannot start: {reason}"));
+            note(Some(Phase::Setup), format!("the job cannot start: {reason}")).await;
             extra_status = Some((Phase::Setup, status::ENGINE_ERROR));
         }
         Ok((plan, attachments)) => {
@@ -127,7 +130,7 @@ pub(crate) async fn run_claimed(
                         tracing::info!(dut = %dut, job_id = %job_id, ?grace, "stopping: the running job may finish within the grace period");
                     }
                     () = sleep_until(cancel_at), if cancel_at.is_some() && !cancel.is_cancelled() => {
-                        note(None, "the agent is stopping: the job is cancelled (cleanup still runs)".into());
+                        note(None, "the agent is stopping: the job is cancelled (cleanup still runs)".into()).await;
                         cancel.cancel();
                     }
                     () = sleep_until(abandon_at), if abandon_at.is_some() => break None,
@@ -145,7 +148,7 @@ pub(crate) async fn run_claimed(
                 }
                 Some(Err(e)) => {
                     tracing::warn!(dut = %dut, job_id = %job_id, error = %e, "job cannot start");
-                    note(Some(Phase::Setup), format!("the job cannot start: {e}"));
+                    note(Some(Phase::Setup), format!("the job cannot start: {e}")).await;
                     extra_status = Some((Phase::Setup, status::ENGINE_ERROR));
                 }
                 Some(Ok(outcome)) => {
@@ -161,7 +164,8 @@ pub(crate) async fn run_claimed(
                         note(
                             Some(p.phase),
                             format!("{} ended with an infrastructure error: the device is taken offline", p.phase),
-                        );
+                        )
+                        .await;
                         end.offline =
                             Some(format!("Set to offline by agent. Recovery failed during job '{job_id}' execution."));
                     }
@@ -193,7 +197,7 @@ pub(crate) async fn run_claimed(
                     keep_record = true;
                 }
                 Err(e) => {
-                    note(Some(Phase::Cleanup), format!("{e}; the device is taken offline"));
+                    note(Some(Phase::Cleanup), format!("{e}; the device is taken offline")).await;
                     end.offline = Some(format!("{NOTE} {e}"));
                 }
             }
@@ -201,7 +205,7 @@ pub(crate) async fn run_claimed(
     }
 
     let (done, finished) = oneshot::channel();
-    let _ = notes.send(ShipMsg::Finish(Finish { job_state: job_state.into(), extra_status, artifacts, done }));
+    let _ = notes.send(ShipMsg::Finish(Finish { job_state: job_state.into(), extra_status, artifacts, done })).await;
     let _ = finished.await;
     drop(sink);
     drop(notes);
@@ -213,7 +217,7 @@ pub(crate) async fn run_claimed(
         records.remove();
     }
     remove_job_dir(&ctx.work_dir, &job_id);
-    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": "" }) });
+    outbox.push(Delivery::AgentData { agent: dut.to_string(), body: json!({ "job_id": "" }) }).await;
     if let Some(o) = &shared.observer {
         o.job_finished(&dut, job_id.as_str());
     }
@@ -260,19 +264,19 @@ async fn prepare(
 }
 
 async fn download_attachments(shared: &Shared, job_id: &str) -> Result<AttachmentsArchive, String> {
-    let mut wait = Duration::from_secs(1);
-    for attempt in 1.. {
+    const ATTEMPTS: u32 = 5;
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
         match shared.client.get_attachments(job_id).await {
             Ok(bytes) => return Ok(AttachmentsArchive::Bytes(bytes.to_vec())),
-            Err(e) if worth_retrying(&e) && attempt < 5 && !shared.stop.is_cancelled() => {
-                tracing::warn!(job_id, error = %e, attempt, "cannot download the attachments; retrying");
+            Err(e) if worth_retrying(&e) && retry.failures() + 1 < ATTEMPTS && !shared.stop.is_cancelled() => {
+                let wait = retry.next_delay();
+                tracing::warn!(job_id, error = %e, attempt = retry.failures(), "cannot download the attachments; retrying");
                 tokio::time::sleep(wait).await;
-                wait *= 2;
             }
             Err(e) => return Err(format!("cannot download the attachments: {e}")),
         }
     }
-    unreachable!("the loop returns")
 }
 
 /// Cancels `cancel` when the server says the job was cancelled: on a phasebox server from the

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use phasebox_client::{Client, ClientError, LogFragment, LogType};
+use phasebox_client::{Backoff, Client, ClientError, LogFragment, LogType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -130,11 +130,15 @@ enum Msg {
 /// and the queue is done.
 #[derive(Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
 }
 
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How many messages wait for the outbox task at most (a log fragment is at most a batch of
+/// the shipper's); when it is full, whoever pushes waits for the server.
+pub(crate) const OUTBOX_QUEUE: usize = 4;
+
+/// Waits between attempts at the spool: 1 s doubling to 30 s while nothing gets through.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 impl Outbox {
     /// Starts the outbox task of `dut`. Once `hurry` is cancelled (the agent is out of time at
@@ -145,15 +149,16 @@ impl Outbox {
         dut: String,
         hurry: CancellationToken,
     ) -> (Outbox, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = Task { client, spool, dut, hurry, retry_at: None, backoff: FIRST_RETRY };
+        let (tx, rx) = mpsc::channel(OUTBOX_QUEUE);
+        let task = Task { client, spool, dut, hurry, retry_at: None, backoff: RETRY };
         let handle = tokio::spawn(task.run(rx));
         (Outbox { tx }, handle)
     }
 
-    /// Queues a delivery. Never blocks.
-    pub(crate) fn push(&self, delivery: Delivery) {
-        if let Err(mpsc::error::SendError(Msg::Deliver(d))) = self.tx.send(Msg::Deliver(delivery)) {
+    /// Queues a delivery, waiting while the queue is full (the deliveries before it are being
+    /// posted).
+    pub(crate) async fn push(&self, delivery: Delivery) {
+        if let Err(mpsc::error::SendError(Msg::Deliver(d))) = self.tx.send(Msg::Deliver(delivery)).await {
             tracing::error!(delivery = %d.describe(), "the outbox is gone; delivery lost");
         }
     }
@@ -161,7 +166,7 @@ impl Outbox {
     /// Waits until everything pushed so far has been delivered or written to the spool.
     pub(crate) async fn barrier(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Barrier(tx)).is_ok() {
+        if self.tx.send(Msg::Barrier(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -169,7 +174,7 @@ impl Outbox {
     /// Tries to deliver the spool now; `true` when nothing is left waiting.
     pub(crate) async fn drain(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Drain(tx)).is_err() {
+        if self.tx.send(Msg::Drain(tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -183,11 +188,11 @@ struct Task {
     hurry: CancellationToken,
     /// When to try the spool again (set while it is not empty).
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         if !self.spool.is_empty() {
             self.retry_at = Some(Instant::now());
         }
@@ -244,8 +249,8 @@ impl Task {
             Err(e) if d.worth_retrying(&e) => {
                 tracing::warn!(dut = %self.dut, delivery = %d.describe(), error = %e, "server unavailable; spooling");
                 self.spool_it(d);
-                self.backoff = FIRST_RETRY;
-                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff.reset();
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
             }
             Err(e) => self.drop_refused(&d, &e),
         }
@@ -256,7 +261,7 @@ impl Task {
         if let Err(e) = self.spool.append(d) {
             tracing::error!(dut = %self.dut, delivery = %what, error = %e, "cannot spool; delivery lost");
         } else if self.retry_at.is_none() {
-            self.retry_at = Some(Instant::now() + self.backoff);
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
         }
     }
 
@@ -282,10 +287,13 @@ impl Task {
                     delivered += 1;
                 }
                 Err(e) if d.worth_retrying(&e) => {
-                    self.backoff = if delivered > 0 { FIRST_RETRY } else { (self.backoff * 2).min(MAX_RETRY) };
-                    self.retry_at = Some(Instant::now() + self.backoff);
+                    if delivered > 0 {
+                        self.backoff.reset();
+                    }
+                    let retry_in = self.backoff.next_delay();
+                    self.retry_at = Some(Instant::now() + retry_in);
                     tracing::debug!(
-                        dut = %self.dut, waiting = self.spool.len(), retry_in = ?self.backoff, error = %e,
+                        dut = %self.dut, waiting = self.spool.len(), ?retry_in, error = %e,
                         "server still unavailable"
                     );
                     if delivered > 0 {
@@ -304,7 +312,7 @@ impl Task {
         }
         if self.spool.is_empty() {
             self.retry_at = None;
-            self.backoff = FIRST_RETRY;
+            self.backoff.reset();
         }
     }
 }

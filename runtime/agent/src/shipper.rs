@@ -12,14 +12,18 @@
 //! - at the end, the artifacts archive, then `{"status": {...}, "job_state": ...}`.
 //!
 //! The job engine calls its sink between guest steps, so the sink ([`ChannelSink`]) only hands
-//! each record to this task over a channel. Everything goes out through the DUT's
-//! [outbox](crate::outbox), which keeps the order and spools across outages. The job record is
+//! each record to this task over a bounded channel. Everything goes out through the DUT's
+//! [outbox](crate::outbox), which keeps the order and spools across outages. Every queue on
+//! the way is bounded — the engine's from the guest, this task's, the outbox's — so a server
+//! that answers slowly slows the guest down (its writes wait) instead of filling memory; a
+//! server that does not answer at all makes the outbox spool to disk. The job record is
 //! kept current (phase, statuses, the next fragment numbers) so that an agent restarted after
 //! a crash can report the job's end without reusing a fragment number.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use phasebox_client::{Client, LogFragment, LogType};
@@ -28,7 +32,7 @@ use phasebox_job::{EventRecord, JobEvent, JobSink, OutputStream, Phase, SkipReas
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::Observer;
 use crate::outbox::{Delivery, Outbox};
@@ -62,19 +66,30 @@ pub(crate) struct Finish {
     pub done: oneshot::Sender<()>,
 }
 
-/// The job's sink: hands every record to the shipper task, and to the observer.
+/// How many messages wait for the shipper at most. Output records are at most a few KiB
+/// (one guest write), so this is about the memory a DUT's job holds between the engine and
+/// the shipper; when it is full the job waits.
+pub(crate) const SHIP_QUEUE: usize = 64;
+
+/// The job's sink: hands every record to the shipper task, and to the observer. It is ready
+/// while the shipper's queue has room: a shipper held up by a slow server holds the job up.
 pub(crate) struct ChannelSink {
-    tx: mpsc::UnboundedSender<ShipMsg>,
+    tx: PollSender<ShipMsg>,
     dut: Arc<str>,
     observer: Option<Arc<dyn Observer>>,
 }
 
 impl JobSink for ChannelSink {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // A shipper that is gone (the job is being abandoned) takes anything: it is dropped.
+        self.tx.poll_reserve(cx).map(drop)
+    }
+
     fn event(&mut self, record: &EventRecord) {
         if let Some(o) = &self.observer {
             o.job_event(&self.dut, record);
         }
-        let _ = self.tx.send(ShipMsg::Event(record.clone()));
+        let _ = self.tx.send_item(ShipMsg::Event(record.clone()));
     }
 }
 
@@ -112,11 +127,10 @@ pub(crate) struct Webhook {
 
 /// Starts the shipper task; returns the sink to give the job, the sender for notes and the
 /// end, and the task.
-pub(crate) fn start(
-    setup: ShipperSetup,
-) -> (ChannelSink, mpsc::UnboundedSender<ShipMsg>, tokio::task::JoinHandle<JobRecord>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let sink = ChannelSink { tx: tx.clone(), dut: setup.dut.clone(), observer: setup.observer.clone() };
+pub(crate) fn start(setup: ShipperSetup) -> (ChannelSink, mpsc::Sender<ShipMsg>, tokio::task::JoinHandle<JobRecord>) {
+    let (tx, rx) = mpsc::channel(SHIP_QUEUE);
+    let sink =
+        ChannelSink { tx: PollSender::new(tx.clone()), dut: setup.dut.clone(), observer: setup.observer.clone() };
     let shipper = Shipper {
         output: Batch::default(),
         serial: Batch::default(),
@@ -149,18 +163,18 @@ struct Shipper {
 }
 
 impl Shipper {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShipMsg>) -> JobRecord {
+    async fn run(mut self, mut rx: mpsc::Receiver<ShipMsg>) -> JobRecord {
         loop {
             let flush_at = [self.output.since, self.serial.since].into_iter().flatten().min().map(|t| t + BATCH_WINDOW);
             let heartbeat_at = self.last_state_post + self.setup.heartbeat;
             let msg = tokio::select! {
                 msg = rx.recv() => msg,
                 () = sleep_until(flush_at) => {
-                    self.flush_due();
+                    self.flush_due().await;
                     continue;
                 }
                 () = tokio::time::sleep_until(heartbeat_at) => {
-                    self.post_agent_state();
+                    self.post_agent_state().await;
                     continue;
                 }
             };
@@ -169,16 +183,16 @@ impl Shipper {
                 Some(ShipMsg::Note { phase, text }) => {
                     let current = self.setup.record.phase.as_deref().and_then(|p| p.parse().ok());
                     let phase = phase.or(current).unwrap_or(Phase::Setup);
-                    self.add(LogType::Output, phase, &text, None);
+                    self.add(LogType::Output, phase, &text, None).await;
                 }
                 Some(ShipMsg::Finish(finish)) => {
-                    self.finish(finish);
+                    self.finish(finish).await;
                     break;
                 }
                 // The job was abandoned: send what there is; the record stays for the next start.
                 None => {
-                    self.flush(LogType::Output);
-                    self.flush(LogType::Serial);
+                    self.flush(LogType::Output).await;
+                    self.flush(LogType::Serial).await;
                     break;
                 }
             }
@@ -187,7 +201,7 @@ impl Shipper {
     }
 
     /// Appends a status event and posts the list so far, when the job has a webhook.
-    fn status_event(&mut self, name: String, detail: String) {
+    async fn status_event(&mut self, name: String, detail: String) {
         let Some(hook) = self.setup.webhook.as_mut() else { return };
         hook.events.push(json!({
             "event_name": name,
@@ -200,47 +214,47 @@ impl Shipper {
             "job_status_webhook": hook.url,
             "events": hook.events,
         });
-        self.push(Delivery::JobEvents { job_id: self.setup.job_id.clone(), body });
+        self.push(Delivery::JobEvents { job_id: self.setup.job_id.clone(), body }).await;
     }
 
     /// The status events a record stands for (Testflinger's event names).
-    fn status_events_of(&mut self, event: &JobEvent) {
+    async fn status_events_of(&mut self, event: &JobEvent) {
         if self.setup.webhook.is_none() {
             return;
         }
         match event {
-            JobEvent::JobStart { .. } => self.status_event("job_start".into(), String::new()),
-            JobEvent::PhaseStart { phase, .. } => self.status_event(format!("{phase}_start"), String::new()),
+            JobEvent::JobStart { .. } => self.status_event("job_start".into(), String::new()).await,
+            JobEvent::PhaseStart { phase, .. } => self.status_event(format!("{phase}_start"), String::new()).await,
             JobEvent::PhaseEnd { phase, status, outcome, reason, .. } => {
                 match outcome {
                     PhaseOutcome::Timeout | PhaseOutcome::JobTimeout => {
-                        self.status_event("global_timeout".into(), reason.clone())
+                        self.status_event("global_timeout".into(), reason.clone()).await
                     }
-                    PhaseOutcome::OutputTimeout => self.status_event("output_timeout".into(), reason.clone()),
-                    PhaseOutcome::Cancelled => self.status_event("cancelled".into(), reason.clone()),
+                    PhaseOutcome::OutputTimeout => self.status_event("output_timeout".into(), reason.clone()).await,
+                    PhaseOutcome::Cancelled => self.status_event("cancelled".into(), reason.clone()).await,
                     _ => {}
                 }
                 if *status == 0 {
-                    self.status_event(format!("{phase}_success"), String::new());
+                    self.status_event(format!("{phase}_success"), String::new()).await;
                 } else if *outcome == PhaseOutcome::InfraError {
                     // Testflinger's name for a device that could not be recovered (exit 46).
-                    self.status_event("recovery_fail".into(), reason.clone());
+                    self.status_event("recovery_fail".into(), reason.clone()).await;
                 } else {
-                    self.status_event(format!("{phase}_fail"), reason.clone());
+                    self.status_event(format!("{phase}_fail"), reason.clone()).await;
                 }
             }
             JobEvent::JobEnd { reason, .. } => {
                 if *reason == EndReason::NormalExit {
-                    self.status_event("normal_exit".into(), String::new());
+                    self.status_event("normal_exit".into(), String::new()).await;
                 }
-                self.status_event("job_end".into(), reason.to_string());
+                self.status_event("job_end".into(), reason.to_string()).await;
             }
             _ => {}
         }
     }
 
     async fn event(&mut self, record: EventRecord) {
-        self.status_events_of(&record.event);
+        self.status_events_of(&record.event).await;
         match record.event {
             JobEvent::PhaseStart { phase, .. } => self.phase_begins(phase, true).await,
             JobEvent::PhaseSkipped { phase, reason, .. } => {
@@ -254,28 +268,30 @@ impl Shipper {
             }
             JobEvent::Output { phase, stream, data } => {
                 let log = if stream == OutputStream::Serial { LogType::Serial } else { LogType::Output };
-                self.add(log, phase, &data, Some(record.time));
+                self.add(log, phase, &data, Some(record.time)).await;
             }
             JobEvent::PhaseEnd { phase, status, .. } => {
-                self.flush(LogType::Output);
-                self.flush(LogType::Serial);
+                self.flush(LogType::Output).await;
+                self.flush(LogType::Serial).await;
                 self.setup.record.status.insert(phase.as_str().to_owned(), status);
                 self.save_record();
                 self.push(Delivery::Result {
                     job_id: self.setup.job_id.clone(),
                     body: json!({ "status": self.status() }),
-                });
+                })
+                .await;
                 if phase == Phase::Provision {
                     let detail = if status == 0 { "provision_success" } else { "provision_fail" };
                     self.push(Delivery::ProvisionLog {
                         agent: self.setup.dut.to_string(),
                         body: json!({ "job_id": self.setup.job_id, "exit_code": status, "detail": detail }),
-                    });
+                    })
+                    .await;
                 }
             }
             JobEvent::JobEnd { .. } => {
-                self.flush(LogType::Output);
-                self.flush(LogType::Serial);
+                self.flush(LogType::Output).await;
+                self.flush(LogType::Serial).await;
             }
             JobEvent::JobStart { .. }
             | JobEvent::Log { .. }
@@ -289,8 +305,8 @@ impl Shipper {
     /// Before a phase: what is buffered goes out, then the job state and agent state (never
     /// for cleanup, which Testflinger does not post).
     async fn phase_begins(&mut self, phase: Phase, runs: bool) {
-        self.flush(LogType::Output);
-        self.flush(LogType::Serial);
+        self.flush(LogType::Output).await;
+        self.flush(LogType::Serial).await;
         self.setup.record.phase = Some(phase.as_str().to_owned());
         self.save_record();
         if phase == Phase::Cleanup {
@@ -313,17 +329,18 @@ impl Shipper {
         if let Some(info) = self.device_info.take() {
             body["device_info"] = Value::Object(info);
         }
-        self.push(Delivery::Result { job_id: self.setup.job_id.clone(), body });
+        self.push(Delivery::Result { job_id: self.setup.job_id.clone(), body }).await;
         self.state = phase.as_str().to_owned();
-        self.post_agent_state();
+        self.post_agent_state().await;
     }
 
-    fn post_agent_state(&mut self) {
+    async fn post_agent_state(&mut self) {
         self.last_state_post = Instant::now();
         self.push(Delivery::AgentData {
             agent: self.setup.dut.to_string(),
             body: json!({ "state": self.state, "comment": "" }),
-        });
+        })
+        .await;
     }
 
     fn batch(&mut self, log: LogType) -> &mut Batch {
@@ -333,12 +350,12 @@ impl Shipper {
         }
     }
 
-    fn add(&mut self, log: LogType, phase: Phase, text: &str, time: Option<String>) {
+    async fn add(&mut self, log: LogType, phase: Phase, text: &str, time: Option<String>) {
         if text.is_empty() {
             return;
         }
         if self.batch(log).phase.is_some_and(|p| p != phase) {
-            self.flush(log);
+            self.flush(log).await;
         }
         let batch = self.batch(log);
         if batch.since.is_none() {
@@ -348,22 +365,22 @@ impl Shipper {
         }
         batch.text.push_str(text);
         if batch.text.len() >= BATCH_BYTES {
-            self.flush(log);
+            self.flush(log).await;
         }
     }
 
-    fn flush_due(&mut self) {
+    async fn flush_due(&mut self) {
         let now = Instant::now();
         for log in [LogType::Output, LogType::Serial] {
             if self.batch(log).since.is_some_and(|t| t + BATCH_WINDOW <= now) {
-                self.flush(log);
+                self.flush(log).await;
             }
         }
     }
 
     /// Sends a batch as the next fragment of its log. The next number is saved in the record
     /// before the fragment is queued, so a number is never used twice.
-    fn flush(&mut self, log: LogType) {
+    async fn flush(&mut self, log: LogType) {
         let batch = std::mem::take(self.batch(log));
         let Some(phase) = batch.phase else { return };
         if batch.text.is_empty() {
@@ -385,34 +402,36 @@ impl Shipper {
                 phase: phase.as_str().to_owned(),
                 log_data: batch.text,
             },
-        });
+        })
+        .await;
     }
 
     fn status(&self) -> Value {
         status_json(&self.setup.record.status)
     }
 
-    fn finish(&mut self, finish: Finish) {
-        self.flush(LogType::Output);
-        self.flush(LogType::Serial);
+    async fn finish(&mut self, finish: Finish) {
+        self.flush(LogType::Output).await;
+        self.flush(LogType::Serial).await;
         if let Some((phase, status)) = finish.extra_status {
             self.setup.record.status.insert(phase.as_str().to_owned(), status);
         }
         if let Some(archive) = finish.artifacts {
-            self.push(Delivery::Artifact { job_id: self.setup.job_id.clone(), archive });
+            self.push(Delivery::Artifact { job_id: self.setup.job_id.clone(), archive }).await;
         }
         let mut body = json!({ "status": self.status(), "job_state": finish.job_state });
         if let Some(info) = self.device_info.take() {
             body["device_info"] = Value::Object(info);
         }
-        self.push(Delivery::Result { job_id: self.setup.job_id.clone(), body });
+        self.push(Delivery::Result { job_id: self.setup.job_id.clone(), body }).await;
         self.setup.record.reported = true;
         self.save_record();
         let _ = finish.done.send(());
     }
 
-    fn push(&self, d: Delivery) {
-        self.setup.outbox.push(d);
+    /// Queues `d` in the outbox, waiting while the outbox is full (the server is slow).
+    async fn push(&self, d: Delivery) {
+        self.setup.outbox.push(d).await;
     }
 
     fn save_record(&self) {

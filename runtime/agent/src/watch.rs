@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use phasebox_client::Client;
+use phasebox_client::{Backoff, Client};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -13,23 +13,22 @@ use tokio_util::sync::CancellationToken;
 /// the caller polls instead), `true` when the stream ended with the job.
 pub(crate) async fn event_stream(client: &Client, job_id: &str, cancel: &CancellationToken) -> bool {
     let mut after = None;
-    let mut failures = 0u32;
+    let mut retry = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
     loop {
         // Only `state` events (and the final `end`): the job's own output is not sent back.
         let mut stream = match client.job_events(job_id, after, &["state"]).await {
             Ok(s) => s,
             Err(e) if e.is_not_found() && after.is_none() => return false,
             Err(e) => {
-                failures += 1;
                 tracing::debug!(job_id, error = %e, "cannot follow the job's event stream; retrying");
-                tokio::time::sleep(Duration::from_millis(250).saturating_mul(1 << failures.min(5))).await;
+                tokio::time::sleep(retry.next_delay()).await;
                 continue;
             }
         };
         loop {
             match stream.next().await {
                 Ok(Some(event)) => {
-                    failures = 0;
+                    retry.reset();
                     if event.id.is_some() {
                         after = event.id;
                     }

@@ -24,6 +24,7 @@
 //!   a 401 the client authenticates again and replays the request once. Without credentials
 //!   or a refresh token requests go out anonymously (a server without OIDC treats them as a
 //!   contributor).
+//! * **Retries**: [`Backoff`], the one waiting rule of every retry loop of its callers.
 //! * **Errors** ([`ClientError`]) separate an unreachable server (retry later) from status
 //!   answers, authentication failures and responses that do not parse.
 //!
@@ -34,6 +35,7 @@
 
 mod agent;
 mod api;
+mod backoff;
 mod client;
 mod config;
 mod error;
@@ -41,6 +43,7 @@ mod error;
 mod events;
 mod types;
 
+pub use backoff::Backoff;
 pub use client::{Client, Login};
 pub use config::{ClientConfig, Credentials, DEFAULT_SERVER, DEFAULT_TIMEOUT, DEFAULT_TRANSFER_TIMEOUT};
 pub use error::{ClientError, Result};

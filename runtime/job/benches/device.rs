@@ -172,7 +172,7 @@ async fn run(iterations: usize) {
     let started = Instant::now();
     let outcome = run_job(&plan, JobInputs::default(), &mut NullSink, CancellationToken::new()).await.expect("job");
     let guest = started.elapsed();
-    let output = outcome.results.output.get(&phasebox_job::Phase::Allocate).cloned().unwrap_or_default();
+    let output = outcome.transcript.output(phasebox_job::Phase::Allocate).unwrap();
     assert!(output.contains(&format!("flash:{IMAGE_BYTES} -> ok")), "{output}");
     row(
         "flash 64 MiB from a plugin (sandbox, 64 KiB)",

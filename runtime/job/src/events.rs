@@ -15,13 +15,14 @@
 //! job's redactor before any sink sees it.
 //!
 //! Sinks ([`JobSink`]) receive records live, in order, on the task running the job; a sink
-//! must not block for long (the guest waits while it works).
+//! must not block, and says when it cannot take more (the guest then waits).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::str::FromStr;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phasebox_jobspec::Phase;
@@ -521,20 +522,46 @@ fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 /// Receives a job's events, live and in order.
 ///
-/// Called on the task that runs the job, between guest steps: keep it quick (buffer, or hand
-/// off to a thread as [`TerminalRenderer`](crate::TerminalRenderer) does).
+/// Called on the task that runs the job, between guest steps. A sink that cannot take more
+/// for now (its consumer is slow: a server that answers slowly) says so in
+/// [`poll_ready`](JobSink::poll_ready); the engine then waits before it hands over the next
+/// record, stops reading the phase's events, and the guest blocks on its next write: a slow
+/// consumer slows the job instead of growing a queue. [`event`](JobSink::event) itself must
+/// be quick (buffer, or hand off to a thread as [`TerminalRenderer`](crate::TerminalRenderer)
+/// does).
 pub trait JobSink: Send {
-    /// One event.
+    /// Whether the sink can take the next record now; when it cannot, it returns `Pending`
+    /// and wakes `cx` once it can (as a bounded channel's sender does). By default a sink is
+    /// always ready.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
+
+    /// One event. Called only after [`poll_ready`](JobSink::poll_ready) said `Ready`.
     fn event(&mut self, record: &EventRecord);
 }
 
+/// Waits until `sink` can take the next record.
+pub(crate) async fn ready(sink: &mut (impl JobSink + ?Sized)) {
+    std::future::poll_fn(|cx| sink.poll_ready(cx)).await;
+}
+
 impl<S: JobSink + ?Sized> JobSink for &mut S {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        (**self).poll_ready(cx)
+    }
+
     fn event(&mut self, record: &EventRecord) {
         (**self).event(record);
     }
 }
 
 impl<S: JobSink + ?Sized> JobSink for Box<S> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        (**self).poll_ready(cx)
+    }
+
     fn event(&mut self, record: &EventRecord) {
         (**self).event(record);
     }
@@ -560,6 +587,14 @@ impl JobSink for NullSink {
 pub struct Tee<A, B>(pub A, pub B);
 
 impl<A: JobSink, B: JobSink> JobSink for Tee<A, B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Ready once both are: a ready sink stays ready until it is given a record.
+        match (self.0.poll_ready(cx), self.1.poll_ready(cx)) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+
     fn event(&mut self, record: &EventRecord) {
         self.0.event(record);
         self.1.event(record);

@@ -36,6 +36,8 @@
 //!   cancel, attachments in, artifacts out.
 //! - [`status`]: the status code of each way a phase can end (247 for timeouts and cancels).
 //! - [`events`]: the event stream ([`JobEvent`], [`EventRecord`], JSON Lines) and its sinks.
+//! - [`transcript`]: every event and every phase's text, kept in the job directory (not in
+//!   memory) while the job runs.
 //! - [`results`]: Testflinger's result shape plus structured results, derived from the events;
 //!   [`junit`]: their JUnit XML export.
 //! - [`render`]: [`TerminalRenderer`], the live view `phasebox run` shows.
@@ -65,6 +67,7 @@ pub mod results;
 pub mod run;
 pub mod status;
 pub mod timeouts;
+pub mod transcript;
 
 pub use config::{DutConfig, RunnerConfig};
 pub use device::DeviceDut;
@@ -82,3 +85,4 @@ pub use plugins::PluginSet;
 pub use render::{RenderOptions, TerminalRenderer};
 pub use results::{JobResults, ResultsBuilder};
 pub use run::{AttachmentsArchive, JobInputs, JobOutcome, PackedArtifacts, PhaseRecord, run_job};
+pub use transcript::{JobTranscript, PhaseText};

@@ -1,5 +1,6 @@
 //! Files in and out: reading a job file, and writing a finished job's outputs to a directory.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use phasebox_jobspec::JobSpec;
@@ -29,29 +30,31 @@ pub struct WrittenOutputs {
 
 /// Writes `results.json`, `junit.xml`, `events.jsonl` and (when there are artifacts)
 /// `artifacts.tar.gz` into `out_dir`, creating it. Everything written was redacted when the
-/// events were emitted. Call it before the job directory is removed: the artifacts archive is
-/// copied from there.
+/// events were emitted. Call it before the job directory is removed: the transcript and the
+/// artifacts archive are copied from there.
 pub fn write_outputs(outcome: &JobOutcome, out_dir: &Path) -> Result<WrittenOutputs, JobError> {
-    let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, JobError> {
-        let path = out_dir.join(name);
-        std::fs::write(&path, bytes).map_err(|source| JobError::Output { path: path.clone(), source })?;
-        Ok(path)
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| JobError::Output { path, source }
     };
-    std::fs::create_dir_all(out_dir).map_err(|source| JobError::Output { path: out_dir.to_owned(), source })?;
-    let mut results = outcome.results.to_json_pretty();
-    results.push('\n');
-    let results = write("results.json", results.as_bytes())?;
-    let junit = write("junit.xml", junit_xml(&outcome.results).as_bytes())?;
-    let mut lines = String::new();
-    for record in &outcome.events {
-        lines.push_str(&record.to_json_line());
-        lines.push('\n');
-    }
-    let events = write("events.jsonl", lines.as_bytes())?;
+    std::fs::create_dir_all(out_dir).map_err(err(out_dir))?;
+    // Streamed from the transcript: a job's output is never held whole in memory.
+    let results = out_dir.join("results.json");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&results).map_err(err(&results))?);
+    outcome
+        .results
+        .write_json_pretty(&outcome.transcript, &mut file)
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.flush())
+        .map_err(err(&results))?;
+    let junit = out_dir.join("junit.xml");
+    std::fs::write(&junit, junit_xml(&outcome.results)).map_err(err(&junit))?;
+    let events = out_dir.join("events.jsonl");
+    std::fs::copy(outcome.transcript.events_path(), &events).map_err(err(&events))?;
     let artifacts = match &outcome.artifacts {
         Some(packed) => {
             let dest = out_dir.join("artifacts.tar.gz");
-            std::fs::copy(&packed.path, &dest).map_err(|source| JobError::Output { path: dest.clone(), source })?;
+            std::fs::copy(&packed.path, &dest).map_err(err(&dest))?;
             Some(dest)
         }
         None => None,

@@ -22,6 +22,7 @@
 //! `events.jsonl`), it builds exactly these results.
 
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 
 use phasebox_jobspec::Phase;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,7 @@ use serde_json::{Map, Value};
 use crate::events::{
     CaseStatus, EndReason, EventRecord, JobEvent, JobSink, JobState, OutputStream, PhaseOutcome, SkipReason,
 };
+use crate::transcript::{JobTranscript, PhaseText};
 
 /// A job's results: Testflinger's fields plus phasebox's structured results.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -190,18 +192,62 @@ impl JobResults {
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(&self.to_json()).expect("results always serialize")
     }
+
+    /// Writes [`JobResults::to_json_pretty`] to `out`, taking each phase's `output` and
+    /// `serial` text from `transcript` a piece at a time (never whole in memory).
+    pub fn write_json_pretty(&self, transcript: &JobTranscript, out: &mut impl Write) -> io::Result<()> {
+        let Value::Object(fields) = self.to_json() else { unreachable!("the results are an object") };
+        let texts: BTreeMap<String, (Phase, PhaseText)> = self
+            .status
+            .keys()
+            .flat_map(|p| {
+                [(format!("{p}_output"), (*p, PhaseText::Output)), (format!("{p}_serial"), (*p, PhaseText::Serial))]
+            })
+            .collect();
+        out.write_all(b"{")?;
+        for (i, (key, value)) in fields.iter().enumerate() {
+            out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+            serde_json::to_writer(&mut *out, key)?;
+            out.write_all(b": ")?;
+            match texts.get(key).map(|(p, t)| transcript.open(*p, *t)).transpose()?.flatten() {
+                Some(file) => {
+                    out.write_all(b"\"")?;
+                    crate::transcript::copy_json_string_contents(io::BufReader::new(file), out)?;
+                    out.write_all(b"\"")?;
+                }
+                // Nested values as `to_string_pretty` lays them out, one level in (a JSON
+                // string holds no raw newline, so every newline is layout).
+                None => out.write_all(serde_json::to_string_pretty(value)?.replace('\n', "\n  ").as_bytes())?,
+            }
+        }
+        out.write_all(if fields.is_empty() { b"}" } else { b"\n}" })
+    }
 }
 
 /// Builds [`JobResults`] from events: a [`JobSink`] that accumulates each phase's output and
 /// serial text, statuses, suites, cases and measurements.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ResultsBuilder {
     results: JobResults,
     /// The suite each phase last reported a case in.
     current_suite: BTreeMap<Phase, String>,
+    /// Whether output and serial text are accumulated (the engine keeps them on disk instead).
+    keep_text: bool,
+}
+
+impl Default for ResultsBuilder {
+    fn default() -> Self {
+        ResultsBuilder { results: JobResults::default(), current_suite: BTreeMap::new(), keep_text: true }
+    }
 }
 
 impl ResultsBuilder {
+    /// A builder that leaves every phase's `output` and `serial` empty (the job engine's: the
+    /// texts are in the job's [transcript](crate::transcript)).
+    pub(crate) fn without_text() -> Self {
+        ResultsBuilder { keep_text: false, ..ResultsBuilder::default() }
+    }
+
     /// The results so far.
     pub fn results(&self) -> &JobResults {
         &self.results
@@ -238,6 +284,7 @@ impl JobSink for ResultsBuilder {
                 s.skipped = Some(*reason);
                 s.reason = detail.clone();
             }
+            JobEvent::Output { .. } if !self.keep_text => {}
             JobEvent::Output { phase, stream, data } => {
                 let text = match stream {
                     OutputStream::Serial => r.serial.entry(*phase).or_default(),

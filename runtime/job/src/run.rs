@@ -18,8 +18,10 @@
 //!    not empty (every secret form masked in file contents and names, as in the output), and
 //!    the job ends `complete`, or `cancelled` if a cancel stopped it.
 //!
-//! Every event goes through the job's redactor, then to the caller's sink, to the results
-//! builder and to the outcome's event log, in that order, with one sequence of numbers.
+//! Every event goes through the job's redactor, then to the caller's sink (once it is ready
+//! for it: a slow sink slows the guest), to the results builder and to the job's
+//! [transcript](crate::transcript) on disk, in that order, with one sequence of numbers. No
+//! event and no output is kept in memory past its phase's redaction hold-back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,13 +33,15 @@ use serde::Serialize;
 
 use crate::error::JobError;
 use crate::events::{
-    EndReason, EventRecord, JobEvent, JobSink, JobState, LogLevel, OutputStream, PhaseOutcome, SkipReason, rfc3339,
+    EndReason, EventRecord, JobEvent, JobSink, JobState, LogLevel, OutputStream, PhaseOutcome, SkipReason, ready,
+    rfc3339,
 };
 use crate::plan::{ARTIFACTS_DIR, ATTACHMENTS_DIR, JobPlan, PhaseAction, PhaseRun};
 use crate::redaction::JobRedactor;
 use crate::results::{JobResults, ResultsBuilder};
 use crate::status::{self, secs};
 use crate::timeouts::{TimeoutSource, budget};
+use crate::transcript::{JobTranscript, TRANSCRIPT_DIR, TranscriptWriter};
 
 /// What a job runs with besides its plan: secret values and the attachments archive.
 #[derive(Debug, Default)]
@@ -69,7 +73,7 @@ async fn restore_device(job: &mut Job<'_>) {
         Err(why) => (LogLevel::Error, format!("the device is not usable: {why}")),
     };
     tracing::info!(job = %plan.job_id, "{message}");
-    job.emitter.emit(JobEvent::Log { phase: first, level, message });
+    job.emitter.emit(JobEvent::Log { phase: first, level, message }).await;
 }
 
 /// Where the attachments archive is.
@@ -92,10 +96,12 @@ pub struct JobOutcome {
     pub end_reason: EndReason,
     /// The seven phases, in order.
     pub phases: Vec<PhaseRecord>,
-    /// The results (Testflinger's shape plus phasebox's), derived from the events.
+    /// The results (Testflinger's shape plus phasebox's), derived from the events. The texts
+    /// (`output`, `serial`) are not held here, only in the transcript: a phase that ran has an
+    /// empty entry (read its text with [`JobTranscript::output`]).
     pub results: JobResults,
-    /// Every event, in order.
-    pub events: Vec<EventRecord>,
+    /// Every event and every phase's text, in the job directory.
+    pub transcript: JobTranscript,
     /// The packed artifacts, when the artifacts directory was not empty.
     pub artifacts: Option<PackedArtifacts>,
     /// How long the job took.
@@ -177,24 +183,29 @@ pub async fn run_job(
     }
     prepare_attachments(plan, inputs.attachments).await?;
 
+    let transcript = TranscriptWriter::create(&plan.job_dir, redactor.redactor()).map_err(|source| {
+        JobError::JobDir { job: plan.job_id.clone(), path: plan.job_dir.join(TRANSCRIPT_DIR), source }
+    })?;
     let started = Instant::now();
     let deadline = started + plan.job_timeout;
     let mut job = Job {
         plan,
         secrets: &inputs.secrets,
-        emitter: Emitter { seq: 0, redactor, sink, results: ResultsBuilder::default(), events: Vec::new() },
+        emitter: Emitter { seq: 0, redactor, sink, results: ResultsBuilder::without_text(), transcript },
         records: Vec::new(),
     };
     tracing::info!(job = %plan.job_id, dir = %plan.job_dir.display(), "job starting");
-    job.emitter.emit(JobEvent::JobStart {
-        job_id: plan.job_id.clone(),
-        job_queue: plan.job_queue.clone(),
-        name: plan.name.clone(),
-        device_info: plan.device_info.clone(),
-        job_timeout_ms: plan.job_timeout.as_millis() as u64,
-        cleanup_budget_ms: plan.cleanup_budget.as_millis() as u64,
-        phases: plan.phases.iter().map(|p| p.info()).collect(),
-    });
+    job.emitter
+        .emit(JobEvent::JobStart {
+            job_id: plan.job_id.clone(),
+            job_queue: plan.job_queue.clone(),
+            name: plan.name.clone(),
+            device_info: plan.device_info.clone(),
+            job_timeout_ms: plan.job_timeout.as_millis() as u64,
+            cleanup_budget_ms: plan.cleanup_budget.as_millis() as u64,
+            phases: plan.phases.iter().map(|p| p.info()).collect(),
+        })
+        .await;
 
     restore_device(&mut job).await;
 
@@ -204,7 +215,7 @@ pub async fn run_job(
         let phase = planned.phase;
         let run = match &planned.action {
             PhaseAction::Skip(reason) => {
-                job.skip(phase, *reason, reason.describe(phase));
+                job.skip(phase, *reason, reason.describe(phase)).await;
                 continue;
             }
             PhaseAction::Run(run) => run,
@@ -222,18 +233,18 @@ pub async fn run_job(
                 EndReason::PhaseFailed(failed) => format!("not run: {failed} failed"),
                 _ => skip.describe(phase),
             };
-            job.skip(phase, *skip, detail);
+            job.skip(phase, *skip, detail).await;
             continue;
         }
         if cancel.is_cancelled() {
             stopped = Some((SkipReason::Cancelled, EndReason::Cancelled));
-            job.skip(phase, SkipReason::Cancelled, SkipReason::Cancelled.describe(phase));
+            job.skip(phase, SkipReason::Cancelled, SkipReason::Cancelled.describe(phase)).await;
             continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let Some((timeout, clipped)) = budget(phase, run.timeouts.timeout, left, plan.cleanup_budget) else {
             stopped = Some((SkipReason::JobTimeout, EndReason::JobTimeout));
-            job.skip(phase, SkipReason::JobTimeout, SkipReason::JobTimeout.describe(phase));
+            job.skip(phase, SkipReason::JobTimeout, SkipReason::JobTimeout.describe(phase)).await;
             continue;
         };
         let record = job.run_phase(phase, run, timeout, clipped, cancel.child_token()).await;
@@ -256,23 +267,19 @@ pub async fn run_job(
     };
     let elapsed = started.elapsed();
     let statuses = job.records.iter().filter_map(|r| r.status.map(|s| (r.phase, s))).collect();
-    job.emitter.emit(JobEvent::JobEnd { job_state, reason: end_reason, statuses, elapsed_ms: ms(elapsed) });
+    job.emitter.emit(JobEvent::JobEnd { job_state, reason: end_reason, statuses, elapsed_ms: ms(elapsed) }).await;
     tracing::info!(job = %plan.job_id, state = %job_state, reason = %end_reason, ms = ms(elapsed), "job ended");
 
     let Job { emitter, records, .. } = job;
-    let mut results = emitter.results.finish();
-    // Each stream was redacted on its own; a secret written half to stdout and half to stderr
-    // would only appear once they are joined, so the joined text is redacted again.
-    for text in results.output.values_mut().chain(results.serial.values_mut()) {
-        emitter.redactor.redact(text);
-    }
+    // The joined texts are redacted again as they are written (see the transcript module).
+    let transcript = emitter.transcript.finish();
     Ok(JobOutcome {
         job_id: plan.job_id.clone(),
         job_state,
         end_reason,
         phases: records,
-        results,
-        events: emitter.events,
+        results: emitter.results.finish(),
+        transcript,
         artifacts,
         elapsed,
     })
@@ -286,9 +293,9 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    fn skip(&mut self, phase: Phase, reason: SkipReason, detail: String) {
+    async fn skip(&mut self, phase: Phase, reason: SkipReason, detail: String) {
         tracing::debug!(job = %self.plan.job_id, %phase, ?reason, "phase skipped");
-        self.emitter.emit(JobEvent::PhaseSkipped { phase, reason, detail: detail.clone() });
+        self.emitter.emit(JobEvent::PhaseSkipped { phase, reason, detail: detail.clone() }).await;
         self.records.push(PhaseRecord {
             phase,
             skipped: Some(reason),
@@ -315,13 +322,15 @@ impl Job<'_> {
         grant.set_limits(limits);
 
         tracing::info!(job = %self.plan.job_id, %phase, plugin = run.plugin.name(), ?timeout, "phase starting");
-        self.emitter.emit(JobEvent::PhaseStart {
-            phase,
-            plugin: run.plugin.name().to_owned(),
-            sha256: run.plugin.sha256().to_owned(),
-            timeout_ms: ms(timeout),
-            output_timeout_ms: ms(run.timeouts.output_timeout),
-        });
+        self.emitter
+            .emit(JobEvent::PhaseStart {
+                phase,
+                plugin: run.plugin.name().to_owned(),
+                sha256: run.plugin.sha256().to_owned(),
+                timeout_ms: ms(timeout),
+                output_timeout_ms: ms(run.timeouts.output_timeout),
+            })
+            .await;
         let started = Instant::now();
         let (tx, mut rx) = phasebox_sandbox::channel();
         let mut streams = self.emitter.redactor.phase_streams(phase);
@@ -346,8 +355,10 @@ impl Job<'_> {
             let mut released = Vec::new();
             while let Some(event) = rx.recv().await {
                 translate(phase, event, &mut streams, &mut released);
+                // A sink that is not ready holds this loop, the phase's event channel fills,
+                // and the guest waits on its next write.
                 for e in released.drain(..) {
-                    emitter.emit(e);
+                    emitter.emit(e).await;
                 }
             }
         };
@@ -356,7 +367,7 @@ impl Job<'_> {
             let _ = capture.await;
         }
         for event in streams.finish() {
-            self.emitter.emit(event);
+            self.emitter.emit(event).await;
         }
 
         let (status, outcome, reason, elapsed, output_bytes) = match report {
@@ -371,26 +382,28 @@ impl Job<'_> {
                     (end, _) => end.to_string(),
                 };
                 if let Some(line) = stop_line(&report.end, outcome, run, timeout) {
-                    self.emitter.emit(JobEvent::Output { phase, stream: OutputStream::Engine, data: line });
+                    self.emitter.emit(JobEvent::Output { phase, stream: OutputStream::Engine, data: line }).await;
                 }
                 (status, outcome, reason, report.elapsed, report.output_bytes)
             }
             Err(e) => {
                 let reason = format!("the phase could not start: {e}");
                 let line = format!("\nERROR: {reason}\n");
-                self.emitter.emit(JobEvent::Output { phase, stream: OutputStream::Engine, data: line });
+                self.emitter.emit(JobEvent::Output { phase, stream: OutputStream::Engine, data: line }).await;
                 (status::ENGINE_ERROR, PhaseOutcome::EngineError, reason, started.elapsed(), 0)
             }
         };
         tracing::info!(job = %self.plan.job_id, %phase, status, ?outcome, ms = ms(elapsed), "phase ended");
-        self.emitter.emit(JobEvent::PhaseEnd {
-            phase,
-            status,
-            outcome,
-            reason: reason.clone(),
-            elapsed_ms: ms(elapsed),
-            output_bytes,
-        });
+        self.emitter
+            .emit(JobEvent::PhaseEnd {
+                phase,
+                status,
+                outcome,
+                reason: reason.clone(),
+                elapsed_ms: ms(elapsed),
+                output_bytes,
+            })
+            .await;
         let record = PhaseRecord {
             phase,
             skipped: None,
@@ -448,11 +461,13 @@ impl Job<'_> {
                 return None;
             }
         };
-        self.emitter.emit(JobEvent::Artifacts {
-            files: stats.files,
-            bytes: stats.bytes,
-            skipped: stats.skipped.iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect(),
-        });
+        self.emitter
+            .emit(JobEvent::Artifacts {
+                files: stats.files,
+                bytes: stats.bytes,
+                skipped: stats.skipped.iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect(),
+            })
+            .await;
         Some(PackedArtifacts { path, stats })
     }
 }
@@ -591,18 +606,21 @@ struct Emitter<'a> {
     redactor: JobRedactor,
     sink: &'a mut dyn JobSink,
     results: ResultsBuilder,
-    events: Vec<EventRecord>,
+    transcript: TranscriptWriter,
 }
 
 impl Emitter<'_> {
-    fn emit(&mut self, mut event: JobEvent) {
+    /// Redacts `event`, waits until the sink can take it, then hands it to the sink, the
+    /// results and the transcript.
+    async fn emit(&mut self, mut event: JobEvent) {
         let redactor = &self.redactor;
         event.map_strings(&mut |s| redactor.redact(s));
         let record = EventRecord { seq: self.seq, time: rfc3339(SystemTime::now()), event };
         self.seq += 1;
+        ready(&mut *self.sink).await;
         self.sink.event(&record);
         self.results.event(&record);
-        self.events.push(record);
+        self.transcript.record(&record);
     }
 }
 

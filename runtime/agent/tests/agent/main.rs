@@ -6,7 +6,9 @@
 //! * `faults` — the server going away mid-job, the agent killed mid-phase and restarted on its
 //!   spool, a DUT with a broken configuration beside a working one, SIGTERM with a running job.
 //! * `hostile_server` — a fake server handing out job ids that are paths.
+//! * `back_pressure` — a fake server that stops answering: the guest waits, memory does not grow.
 
+mod back_pressure;
 mod common;
 mod faults;
 mod hostile_server;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use phasebox_client::{Client, ClientError};
+use phasebox_client::{Backoff, Client, ClientError};
 use serde_json::{Value, json};
 
 use super::{explain, pack, poll, pretty};
@@ -84,19 +84,19 @@ async fn submit_job(client: &Client, job: &mut Value, reference: &Path, wait: bo
 
 async fn upload_with_retries(client: &Client, job_id: &str, archive: Vec<u8>) -> anyhow::Result<()> {
     const TRIES: u32 = 3;
-    let mut wait = Duration::from_secs(10);
-    for attempt in 1..=TRIES {
+    // testflinger-cli's schedule: 10 s, then 1.3 times longer each time.
+    let mut retry = Backoff::new(Duration::from_secs(10), Duration::from_secs(60)).factor(1.3);
+    loop {
         match client.upload_attachments(job_id, archive.clone()).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && attempt < TRIES => {
+            Err(e) if e.is_transient() && retry.failures() + 1 < TRIES => {
+                let wait = retry.next_delay();
                 eprintln!("uploading the attachments failed ({e}); trying again in {} s", wait.as_secs());
                 tokio::time::sleep(wait).await;
-                wait = wait.mul_f64(1.3);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    unreachable!("the last attempt returns")
 }
 
 /// testflinger-cli's agents check: the queue must exist (404 otherwise) and have an agent that

@@ -62,8 +62,8 @@ pub struct Ran {
 }
 
 impl Ran {
-    pub fn output(&self, phase: phasebox_job::Phase) -> &str {
-        self.outcome.results.output.get(&phase).map(String::as_str).unwrap_or_default()
+    pub fn output(&self, phase: phasebox_job::Phase) -> String {
+        self.outcome.transcript.output(phase).expect("the transcript is readable")
     }
 }
 

@@ -50,7 +50,8 @@ http = ["http://127.0.0.1:*"]
     RunnerConfig::from_toml(&text, std::path::Path::new(".")).unwrap()
 }
 
-async fn run_on(sim: &phasebox_dutsim::DutSimHandle, image: &[u8]) -> phasebox_job::JobOutcome {
+/// The outcome, with the job's directory (which holds its transcript).
+async fn run_on(sim: &phasebox_dutsim::DutSimHandle, image: &[u8]) -> (phasebox_job::JobOutcome, tempfile::TempDir) {
     let runner = runner();
     let plugins = phasebox_job::PluginSet::load(&runner).unwrap();
     let spec = JobSpec::from_yaml(JOB).unwrap();
@@ -61,16 +62,16 @@ async fn run_on(sim: &phasebox_dutsim::DutSimHandle, image: &[u8]) -> phasebox_j
     let archive = crate::common::tarball(&[("provision/new.img", image)]);
     let inputs = JobInputs { attachments: Some(AttachmentsArchive::Bytes(archive)), ..Default::default() };
     let mut events = Vec::new();
-    run_job(&plan, inputs, &mut events, CancellationToken::new()).await.unwrap()
+    (run_job(&plan, inputs, &mut events, CancellationToken::new()).await.unwrap(), dir)
 }
 
 #[tokio::test]
 async fn flash_writes_the_image_and_the_device_boots_it() {
     let sim = DutSim::start(DutSimConfig { name: "sim-dut".into(), ..Default::default() }).await.unwrap();
-    let outcome = run_on(&sim, b"IMAGE_NAME=noble-demo\nimage body\n").await;
+    let (outcome, _dir) = run_on(&sim, b"IMAGE_NAME=noble-demo\nimage body\n").await;
     assert!(outcome.passed(), "{:?}", outcome.end_reason);
     assert_eq!(outcome.status(Phase::Provision), Some(0));
-    let test_output = outcome.results.output.get(&Phase::Test).cloned().unwrap_or_default();
+    let test_output = outcome.transcript.output(Phase::Test).unwrap();
     assert!(test_output.contains("booted image: noble-demo"), "{test_output}");
     assert_eq!(sim.booted_image().map(|b| b.name), Some("noble-demo".to_string()));
     sim.shutdown().await;

@@ -82,8 +82,10 @@ async fn hello_in_every_phase_completes_with_testflinger_results() {
     assert!(o.passed());
     assert_eq!(statuses(&ran), ALL.map(|p| (p, Some(0))));
 
-    // Testflinger's result shape.
-    let json = o.results.to_json();
+    // Testflinger's result shape, as written (the texts streamed from the transcript).
+    let out = ran.dir.path().join("out");
+    let written = write_outputs(o, &out).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&written.results).unwrap()).unwrap();
     assert_eq!(json["job_state"], "complete");
     for phase in ALL {
         assert_eq!(json[format!("{phase}_status")], 0, "{phase}");
@@ -108,25 +110,28 @@ async fn hello_in_every_phase_completes_with_testflinger_results() {
 
     // The event stream: numbered without gaps, job_start first, job_end last, and the results
     // are exactly what it implies.
-    let events = &o.events;
+    let events = &o.transcript.events().unwrap();
     assert!(events.iter().enumerate().all(|(i, r)| r.seq == i as u64));
     assert!(matches!(events[0].event, JobEvent::JobStart { .. }));
     assert!(matches!(events.last().unwrap().event, JobEvent::JobEnd { .. }));
-    assert_eq!(JobResults::from_events(events), o.results);
+    // The outcome's results are the stream's without the texts, which the transcript holds.
+    let mut from_events = JobResults::from_events(events);
+    assert_eq!(from_events.to_json(), json);
+    for phase in ALL {
+        assert_eq!(from_events.output.insert(phase, String::new()).unwrap(), o.transcript.output(phase).unwrap());
+        assert_eq!(from_events.serial.insert(phase, String::new()).unwrap(), o.transcript.serial(phase).unwrap());
+    }
+    assert_eq!(from_events, o.results);
     for kind in ["phase_start", "output", "log", "case", "measurement", "phase_end"] {
         let n = events.iter().filter(|r| r.to_json_line().contains(&format!(r#""type":"{kind}""#))).count();
         assert!(n >= 7, "{kind}: {n}");
     }
 
     // The out dir, and the event log read back.
-    let out = ran.dir.path().join("out");
-    let written = write_outputs(o, &out).unwrap();
     assert!(written.artifacts.is_none(), "hello leaves no artifacts");
     let back = EventRecord::parse_jsonl(&std::fs::read_to_string(&written.events).unwrap()).unwrap();
     assert_eq!(&back, events);
-    assert_eq!(JobResults::from_events(&back), o.results);
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&written.results).unwrap()).unwrap();
-    assert_eq!(results, json);
+    assert_eq!(JobResults::from_events(&back).to_json(), json);
 }
 
 #[tokio::test]
@@ -152,7 +157,14 @@ async fn testflinger_skip_rules() {
         assert!(json.get(format!("{p}_status")).is_none() && json.get(format!("{p}_output")).is_none(), "{p}");
         assert!(json["phasebox"]["phases"][p]["skipped"].is_string(), "{p}");
     }
-    let announced = ran.outcome.events.iter().filter(|r| matches!(r.event, JobEvent::PhaseSkipped { .. })).count();
+    let announced = ran
+        .outcome
+        .transcript
+        .events()
+        .unwrap()
+        .iter()
+        .filter(|r| matches!(r.event, JobEvent::PhaseSkipped { .. }))
+        .count();
     assert_eq!(announced, 5);
     assert_eq!(ran.outcome.phase(Phase::Reserve).reason, "the job has no reserve_data");
 
@@ -388,7 +400,7 @@ async fn a_printed_secret_never_leaves_the_engine() {
     // The secret was read (the capability use is recorded by name) and printed, masked.
     let token = phasebox_redact::mask_token(&Secret::new(SECRET));
     assert!(ran.output(Phase::Allocate).contains(&token), "{}", ran.output(Phase::Allocate));
-    assert!(o.events.iter().any(|r| matches!(&r.event,
+    assert!(o.transcript.events().unwrap().iter().any(|r| matches!(&r.event,
         JobEvent::Capability { grant, call, allowed: true, .. } if grant == "secrets" && call == "get TOKEN")));
 
     let out = ran.dir.path().join("out");
@@ -473,7 +485,7 @@ async fn attachments_are_mounted_read_only_and_artifacts_are_packed() {
     let ran = run_with(&job, &runner, inputs(), &mut NullSink, CancellationToken::new()).await.unwrap();
     let fw = ran.outcome.phase(Phase::FirmwareUpdate);
     assert_eq!(fw.status, Some(0), "{fw:?}");
-    let end = ran.outcome.events.iter().find_map(|r| match &r.event {
+    let end = ran.outcome.transcript.events().unwrap().iter().find_map(|r| match &r.event {
         JobEvent::PhaseEnd { phase: Phase::FirmwareUpdate, reason, .. } => Some(reason.clone()),
         _ => None,
     });
@@ -491,7 +503,8 @@ async fn attachments_are_mounted_read_only_and_artifacts_are_packed() {
     assert_eq!(ran.outcome.status(Phase::FirmwareUpdate), Some(0));
     let packed = ran.outcome.artifacts.as_ref().expect("artifacts packed");
     assert_eq!(packed.stats.files, 1);
-    let last = &ran.outcome.events[ran.outcome.events.len() - 2].event;
+    let events = ran.outcome.transcript.events().unwrap();
+    let last = &events[events.len() - 2].event;
     assert!(matches!(last, JobEvent::Artifacts { files: 1, .. }), "artifacts come after cleanup: {last:?}");
     let written = write_outputs(&ran.outcome, &ran.dir.path().join("out")).unwrap();
     let bytes = std::fs::read(written.artifacts.unwrap()).unwrap();

@@ -78,8 +78,8 @@ async fn a_secret_split_across_streams_escaped_or_in_artifacts_never_leaves_the_
         assert!(!text.contains('\x1b'), "{name} carries a terminal escape:\n{text:?}");
     }
     // Each attempt was masked, not dropped: stdout says where the secret was.
-    let stdout: String = o
-        .events
+    let events = o.transcript.events().unwrap();
+    let stdout: String = events
         .iter()
         .filter_map(|r| match &r.event {
             JobEvent::Output { phase: Phase::Allocate, stream: OutputStream::Stdout, data } => Some(data.as_str()),

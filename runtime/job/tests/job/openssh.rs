@@ -66,11 +66,11 @@ http = ["https://launchpad.net"]
         .await
         .unwrap();
 
-    let output = |phase| outcome.results.output.get(&phase).cloned().unwrap_or_default();
+    let output = |phase| outcome.transcript.output(phase).unwrap();
     assert!(outcome.passed(), "{:?}\n{}\n{}", outcome.end_reason, output(Phase::Test), output(Phase::Reserve));
     let user = openssh::current_user();
     assert!(output(Phase::Test).contains(&format!("as {user}: token=**")), "{}", output(Phase::Test));
-    assert!(!outcome.results.to_json().to_string().contains(SECRET));
+    assert!(!outcome.results.to_json().to_string().contains(SECRET) && !output(Phase::Test).contains(SECRET));
     let reserve = output(Phase::Reserve);
     assert!(reserve.contains(&format!("ssh -p {} {user}@127.0.0.1", sshd.port())), "{reserve}");
 

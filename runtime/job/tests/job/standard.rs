@@ -124,7 +124,7 @@ async fn a_plain_testflinger_job_runs_on_the_standard_plugins() {
     assert_eq!(plugin(Phase::Setup), None, "setup has no standard plugin");
 
     // flash: the downloaded image is what the device booted.
-    let output = |phase| outcome.results.output.get(&phase).cloned().unwrap_or_default();
+    let output = |phase| outcome.transcript.output(phase).unwrap();
     assert!(output(Phase::Test).contains("running noble-standard"), "{}", output(Phase::Test));
     // firmware: the offered update was applied by the restart.
     let firmware = outcome.results.phasebox.suites.iter().find(|s| s.name == "firmware").expect("firmware suite");
@@ -193,7 +193,7 @@ async fn console_output_is_redacted_like_the_phase_output() {
     let (outcome, _job_dir) =
         run(&sim, &runner(1, "\"http://127.0.0.1:1\""), &probe_job(&[&format!("console:echo {SECRET}")])).await;
     assert_eq!(outcome.status(Phase::Allocate), Some(0), "{:?}", outcome.results.phasebox.phases[&Phase::Allocate]);
-    let serial = outcome.results.serial.get(&Phase::Allocate).cloned().unwrap_or_default();
+    let serial = outcome.transcript.serial(Phase::Allocate).unwrap();
     assert!(serial.contains("echo **"), "the console log shows the command, redacted: {serial:?}");
     let text = outcome.results.to_json().to_string();
     assert!(!text.contains(SECRET), "the secret leaked through the console log");
@@ -207,7 +207,7 @@ async fn console_output_is_redacted_like_the_phase_output() {
                sleep 0.5\n  secrets:\n    API_TOKEN: ci/token\n";
     let (outcome, _job_dir) = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), job).await;
     assert_eq!(outcome.status(Phase::Test), Some(0));
-    let serial = outcome.results.serial.get(&Phase::Test).cloned().unwrap_or_default();
+    let serial = outcome.transcript.serial(Phase::Test).unwrap();
     assert!(serial.contains("console: **"), "the device's console during the test phase: {serial:?}");
     assert!(!outcome.results.to_json().to_string().contains(SECRET), "the secret leaked through the serial log");
     sim.shutdown().await;
@@ -219,7 +219,7 @@ async fn each_device_handle_works_when_granted_and_is_refused_when_not() {
     assert!(sim.wait_booted(Duration::from_secs(10)).await);
     let steps = ["power:status", "console:echo handle-check", "exec:echo from-dut", "flash:4096", "power:cycle"];
     let (outcome, _job_dir) = run(&sim, &runner(1, "\"http://127.0.0.1:1\""), &probe_job(&steps)).await;
-    let output = outcome.results.output.get(&Phase::Allocate).cloned().unwrap_or_default();
+    let output = outcome.transcript.output(Phase::Allocate).unwrap();
     assert_eq!(outcome.status(Phase::Allocate), Some(0), "{output}");
     for step in steps {
         assert!(output.contains(&format!("{step} -> ok")), "{step}: {output}");
@@ -233,7 +233,9 @@ async fn each_device_handle_works_when_granted_and_is_refused_when_not() {
 
     // Every call is in the event stream: which handle, which call, the outcome, the duration.
     let calls: Vec<String> = outcome
-        .events
+        .transcript
+        .events()
+        .unwrap()
         .iter()
         .filter_map(|e| serde_json::to_value(e).ok())
         .filter(|v| v.to_string().contains("\"capability\""))
@@ -308,7 +310,7 @@ async fn power_commands_and_the_ssh_key_never_reach_the_plugin() {
         .await
         .unwrap();
 
-    let output = outcome.results.output.get(&Phase::Allocate).cloned().unwrap_or_default();
+    let output = outcome.transcript.output(Phase::Allocate).unwrap();
     assert!(output.contains("power:cycle -> ok: State::On"), "{output}");
     assert!(output.contains("exec:echo reached -> ok: status 0"), "{output}");
     let scans: Vec<&str> = output.lines().filter(|l| l.starts_with("scan:")).collect();
@@ -316,8 +318,11 @@ async fn power_commands_and_the_ssh_key_never_reach_the_plugin() {
     assert!(scans[0].ends_with("absent"), "power command in plugin memory: {}", scans[0]);
     assert!(scans[1].ends_with("absent"), "ssh key in plugin memory: {}", scans[1]);
     assert!(scans[2].ends_with("found"), "the scan finds what is there: {}", scans[2]);
-    let everything =
-        format!("{}{}", outcome.results.to_json(), outcome.events.iter().map(|e| e.to_json_line()).collect::<String>());
+    // The results and every file of the transcript (events, each phase's texts).
+    let mut everything = outcome.results.to_json().to_string();
+    for entry in std::fs::read_dir(outcome.transcript.dir()).unwrap() {
+        everything.push_str(&String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap()));
+    }
     assert!(!everything.contains(MARKER), "a power command reached the job's records");
     assert!(!everything.contains(&key_line), "the ssh key reached the job's records");
     sim.shutdown().await;
@@ -339,7 +344,7 @@ async fn exec_reaches_only_the_device_and_gives_no_network() {
     let mut runner = runner(1, "\"http://127.0.0.1:1\"");
     runner.policy.allow.network.connect.push(phasebox_sandbox::EndpointPattern::parse("192.0.2.1:9").unwrap());
     let (outcome, _job_dir) = run(&sim, &runner, &job).await;
-    let test = outcome.results.output.get(&Phase::Test).cloned().unwrap_or_default();
+    let test = outcome.transcript.output(Phase::Test).unwrap();
     assert!(test.contains("on sim-std"), "exec ran on the device: {test}");
     let allocate = &outcome.results.phasebox.phases[&Phase::Allocate];
     assert!(allocate.reason.contains("denied"), "a direct connection is denied: {allocate:?}");

@@ -72,7 +72,7 @@ fn noprovision_job(cmds: &str) -> String {
 }
 
 fn test_output(outcome: &JobOutcome) -> String {
-    outcome.results.output.get(&Phase::Test).cloned().unwrap_or_default()
+    outcome.transcript.output(Phase::Test).unwrap()
 }
 
 #[tokio::test]
