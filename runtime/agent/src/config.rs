@@ -28,8 +28,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use phasebox_config::units::serde_duration as duration;
+use phasebox_config::{Rebase, rebase};
 use phasebox_sandbox::Secret;
-use phasebox_sandbox::units::serde_duration as duration;
 use serde::Deserialize;
 
 use crate::error::AgentError;
@@ -190,44 +191,17 @@ fn default_grace_period() -> Duration {
 impl AgentConfig {
     /// Reads a configuration file; relative paths in it are taken from its directory.
     pub fn from_file(path: &Path) -> Result<Self, AgentError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AgentError::Config { path: path.to_owned(), reason: e.to_string() })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
-        Self::from_toml(&text, &base).map_err(|e| match e {
-            AgentError::Config { reason, .. } => AgentError::Config { path: path.to_owned(), reason },
-            other => other,
-        })
+        let config: AgentConfig = phasebox_config::load(path).map_err(|e| config_error(path, e))?;
+        config.validate().map_err(|reason| AgentError::Config { path: path.to_owned(), reason })?;
+        Ok(config)
     }
 
     /// Parses configuration text; relative paths are taken from `base_dir`.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, AgentError> {
-        let bad = |reason: String| AgentError::Config { path: PathBuf::from("(inline)"), reason };
-        let mut config: AgentConfig = toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_owned()))?;
-        let absolute = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base_dir.join(&*p);
-            }
-        };
-        absolute(&mut config.spool_dir);
-        if let Some(p) = &mut config.work_dir {
-            absolute(p);
-        }
-        if let Some(p) = &mut config.ca_file {
-            absolute(p);
-        }
-        if let Some(c) = &mut config.credentials
-            && let Some(p) = &mut c.secret_file
-        {
-            absolute(p);
-        }
-        for dut in &mut config.duts {
-            absolute(&mut dut.runner);
-            if let Some(p) = &mut dut.device {
-                absolute(p);
-            }
-        }
-        config.validate().map_err(bad)?;
+        let inline = Path::new("(inline)");
+        let config: AgentConfig =
+            phasebox_config::parse(text, inline, base_dir).map_err(|e| config_error(inline, e))?;
+        config.validate().map_err(|reason| AgentError::Config { path: inline.to_owned(), reason })?;
         Ok(config)
     }
 
@@ -293,18 +267,14 @@ impl AgentConfig {
         self.work_dir.clone().unwrap_or_else(|| self.spool_dir.join("work"))
     }
 
-    /// Reads the client secret from its file or environment variable. A file readable by other
-    /// users is used, with a warning.
+    /// Reads the client secret from its file (which only the agent's user may read, see
+    /// `phasebox_config::secret_file`) or environment variable.
     pub fn client_secret(&self) -> Result<Option<(String, Secret)>, AgentError> {
         let Some(c) = &self.credentials else { return Ok(None) };
         let value = match (&c.secret_file, &c.secret_env) {
-            (Some(path), _) => {
-                let text = std::fs::read_to_string(path).map_err(|e| AgentError::Credentials {
-                    reason: format!("cannot read credentials.secret_file {}: {e}", path.display()),
-                })?;
-                warn_if_shared(path);
-                text.trim_end_matches(['\n', '\r']).to_owned()
-            }
+            (Some(path), _) => phasebox_config::secret_file::read(path, "credentials.secret_file")
+                .map_err(|e| AgentError::Credentials { reason: e.to_string() })?
+                .to_string(),
             (None, Some(var)) => std::env::var(var).map_err(|_| AgentError::Credentials {
                 reason: format!("credentials.secret_env: the environment variable {var} is not set"),
             })?,
@@ -317,22 +287,31 @@ impl AgentConfig {
     }
 }
 
-#[cfg(unix)]
-fn warn_if_shared(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            file = %path.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the client secret file is readable by other users; make it 0600"
-        );
+impl Rebase for AgentConfig {
+    fn rebase(&mut self, base: &Path) {
+        rebase(&mut self.spool_dir, base);
+        let secret_file = self.credentials.as_mut().and_then(|c| c.secret_file.as_mut());
+        for path in [self.work_dir.as_mut(), self.ca_file.as_mut(), secret_file].into_iter().flatten() {
+            rebase(path, base);
+        }
+        for dut in &mut self.duts {
+            rebase(&mut dut.runner, base);
+            if let Some(device) = &mut dut.device {
+                rebase(device, base);
+            }
+        }
     }
 }
 
-#[cfg(not(unix))]
-fn warn_if_shared(_path: &Path) {}
+/// The agent's error for a configuration file that cannot be used.
+fn config_error(path: &Path, error: phasebox_config::ConfigError) -> AgentError {
+    let reason = match error {
+        phasebox_config::ConfigError::Parse { message, .. } => message.trim_end().to_owned(),
+        phasebox_config::ConfigError::Read { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    AgentError::Config { path: path.to_owned(), reason }
+}
 
 #[cfg(test)]
 mod tests {
@@ -402,9 +381,19 @@ mod tests {
     #[test]
     fn the_secret_comes_from_its_file_and_never_shows() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("agent.secret"), "s3cret-value-0123\n").unwrap();
+        let file = dir.path().join("agent.secret");
+        std::fs::write(&file, "s3cret-value-0123\n").unwrap();
         let text = format!("{MINIMAL}[credentials]\nclient_id = \"agent-1\"\nsecret_file = \"agent.secret\"\n");
         let c = AgentConfig::from_toml(&text, dir.path()).unwrap();
+
+        // Readable by others: refused (it used to be used with a warning), without the value.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = c.client_secret().unwrap_err().to_string();
+        assert!(error.contains("credentials.secret_file") && error.contains("chmod 600"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (id, secret) = c.client_secret().unwrap().unwrap();
         assert_eq!(id, "agent-1");
         assert_eq!(secret.expose(), "s3cret-value-0123");

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn credentials_log_in_lazily_and_a_401_is_replayed_once_after_refreshing() {
     let server = TestServer::start_with(|c| {
-        c.access_token_ttl_secs = 1;
-        c.jwt_leeway_secs = 0;
+        c.access_token_ttl = std::time::Duration::from_secs(1);
+        c.jwt_leeway = std::time::Duration::ZERO;
     })
     .await;
     let user = server.client("alice", Role::Contributor).await;

@@ -68,10 +68,13 @@ pub fn parse<T: DeserializeOwned + Rebase>(text: &str, origin: &Path, base: &Pat
     Ok(config)
 }
 
-/// Reads and parses the configuration file at `path`, taking relative paths from its directory.
+/// Reads and parses the configuration file at `path`, taking relative paths from its directory
+/// (made absolute, so they keep their meaning if the process changes directory).
 pub fn load<T: DeserializeOwned + Rebase>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    parse(&text, path, base_dir(path))
+    let base = base_dir(path);
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+    parse(&text, path, &base)
 }
 
 #[cfg(test)]

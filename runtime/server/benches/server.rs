@@ -55,7 +55,7 @@ async fn start(postgres: Option<&str>) -> Server {
     if let Some(url) = postgres {
         config.database_url = fresh_postgres(url).await;
     }
-    config.max_long_poll_secs = 60;
+    config.max_long_poll = std::time::Duration::from_secs(60);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = phasebox_server::build_state(config).await.unwrap();

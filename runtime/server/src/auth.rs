@@ -222,7 +222,7 @@ impl FromRequestParts<AppState> for Caller {
                 None => Identity::NotBearer,
                 Some(token) => {
                     let now = crate::clock::now_micros() / 1_000_000;
-                    match state.jwt.verify(token.trim(), now, state.config.jwt_leeway_secs as i64) {
+                    match state.jwt.verify(token.trim(), now, state.config.jwt_leeway.as_secs() as i64) {
                         Ok(claim) => match claim.get("client_id").and_then(Value::as_str) {
                             // The token names the client; what it may do is what the store says
                             // now: a deleted client's tokens stop working at once, a new role

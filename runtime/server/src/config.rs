@@ -30,9 +30,11 @@
 //! # without PHASEBOX_JWT_SIGNING_KEY) a random key is made once into `jwt-signing.key` in
 //! # `blob_dir` (mode 0600; refused unless owned by the server's user and closed to others).
 //! # jwt_signing_key_file = "/etc/phasebox/jwt.key"
-//! access_token_ttl_secs = 600
-//! refresh_token_ttl_secs = 518400
-//! jwt_leeway_secs = 5
+//! # Durations: seconds (`600`) or text (`"10m"`, `"6d"`, `"1h30m"`); the older names with
+//! # `_secs` (`access_token_ttl_secs = 600`) are still read.
+//! access_token_ttl = "10m"
+//! refresh_token_ttl = "6d"
+//! jwt_leeway = "5s"
 //! # POST /v1/result bodies of this size or more are refused with 413 (Testflinger: 16 MiB).
 //! max_result_bytes = 16777216
 //! # Every other JSON body (jobs, log fragments, agents, ...).
@@ -44,10 +46,10 @@
 //! max_plugins = 1000
 //! max_plugin_store_bytes = 10737418240
 //! # The longest an agent may wait in `GET /v1/job?...&wait=N` (phasebox long-poll).
-//! max_long_poll_secs = 60
+//! max_long_poll = "1m"
 //! # Jobs, their logs, events, attachments and artifacts are deleted this long after creation
-//! # (Testflinger: 7 days). 0 keeps them forever.
-//! job_retention_days = 7
+//! # (Testflinger: 7 days). 0 keeps them forever. (`job_retention_days = 7` is still read.)
+//! job_retention = "7d"
 //! # Testflinger's WEBHOOK_URL: `POST /v1/job/<id>/events` forwards only to this scheme+host.
 //! # webhook_url = "https://hooks.example.com"
 //! # webhook_auth_file = "/etc/phasebox/webhook.token"
@@ -63,7 +65,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use phasebox_config::units::serde_duration;
 use phasebox_config::{Rebase, rebase, secret_file};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -92,11 +96,14 @@ pub struct ServerConfig {
     /// File holding the JWT signing key.
     pub jwt_signing_key_file: Option<PathBuf>,
     /// Lifetime of access tokens (Testflinger: 600 s).
-    pub access_token_ttl_secs: u64,
+    #[serde(with = "serde_duration", alias = "access_token_ttl_secs")]
+    pub access_token_ttl: Duration,
     /// Lifetime of refresh tokens (Testflinger: 6 days).
-    pub refresh_token_ttl_secs: u64,
+    #[serde(with = "serde_duration", alias = "refresh_token_ttl_secs")]
+    pub refresh_token_ttl: Duration,
     /// Clock skew tolerated when checking token times (Testflinger's `JWT_LEEWAY`: 5 s).
-    pub jwt_leeway_secs: u64,
+    #[serde(with = "serde_duration", alias = "jwt_leeway_secs")]
+    pub jwt_leeway: Duration,
     /// Size at which `POST /v1/result/<id>` answers 413.
     pub max_result_bytes: usize,
     /// Size limit of other JSON bodies.
@@ -111,10 +118,15 @@ pub struct ServerConfig {
     pub max_plugins: u64,
     /// Most bytes the plugin registry holds.
     pub max_plugin_store_bytes: u64,
-    /// Longest long-poll wait an agent may ask for, in seconds.
-    pub max_long_poll_secs: u64,
-    /// Days after which finished data is deleted; 0 = never.
-    pub job_retention_days: u64,
+    /// Longest long-poll wait an agent may ask for.
+    #[serde(with = "serde_duration", alias = "max_long_poll_secs")]
+    pub max_long_poll: Duration,
+    /// How long after creation a job's data is deleted; zero = never. See
+    /// [`ServerConfig::retention`].
+    #[serde(with = "serde_duration")]
+    pub job_retention: Duration,
+    /// The older form of `job_retention`, in whole days; it wins when given.
+    pub job_retention_days: Option<u64>,
     /// Testflinger's `WEBHOOK_URL`.
     pub webhook_url: Option<String>,
     /// File holding Testflinger's `WEBHOOK_AUTH` bearer token.
@@ -135,9 +147,9 @@ impl Default for ServerConfig {
             anonymous_access: true,
             secrets_key_file: None,
             jwt_signing_key_file: None,
-            access_token_ttl_secs: 600,
-            refresh_token_ttl_secs: 6 * 86_400,
-            jwt_leeway_secs: 5,
+            access_token_ttl: Duration::from_secs(600),
+            refresh_token_ttl: Duration::from_secs(6 * 86_400),
+            jwt_leeway: Duration::from_secs(5),
             max_result_bytes: 16 * 1024 * 1024,
             max_json_bytes: 16 * 1024 * 1024,
             max_attachment_bytes: 1 << 30,
@@ -145,8 +157,9 @@ impl Default for ServerConfig {
             max_plugin_bytes: 256 << 20,
             max_plugins: 1000,
             max_plugin_store_bytes: 10 << 30,
-            max_long_poll_secs: 60,
-            job_retention_days: 7,
+            max_long_poll: Duration::from_secs(60),
+            job_retention: Duration::from_secs(7 * 86_400),
+            job_retention_days: None,
             webhook_url: None,
             webhook_auth_file: None,
             tls_cert_file: None,
@@ -164,15 +177,16 @@ impl fmt::Debug for ServerConfig {
             .field("anonymous_access", &self.anonymous_access)
             .field("secrets_key_file", &self.secrets_key_file)
             .field("jwt_signing_key_file", &self.jwt_signing_key_file)
-            .field("access_token_ttl_secs", &self.access_token_ttl_secs)
-            .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("max_result_bytes", &self.max_result_bytes)
             .field("max_attachment_bytes", &self.max_attachment_bytes)
             .field("max_artifact_bytes", &self.max_artifact_bytes)
             .field("max_plugin_bytes", &self.max_plugin_bytes)
             .field("max_plugins", &self.max_plugins)
             .field("max_plugin_store_bytes", &self.max_plugin_store_bytes)
-            .field("max_long_poll_secs", &self.max_long_poll_secs)
+            .field("max_long_poll", &self.max_long_poll)
+            .field("job_retention", &self.job_retention)
             .field("job_retention_days", &self.job_retention_days)
             .field("webhook_url", &self.webhook_url)
             .field("tls_cert_file", &self.tls_cert_file)
@@ -302,8 +316,8 @@ impl ServerConfig {
 
     /// Checks value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
-            return Err(ConfigError::Invalid("token lifetimes must be positive".into()));
+        if self.access_token_ttl.as_secs() == 0 || self.refresh_token_ttl.as_secs() == 0 {
+            return Err(ConfigError::Invalid("token lifetimes must be at least one second".into()));
         }
         if self.max_result_bytes == 0 || self.max_json_bytes == 0 {
             return Err(ConfigError::Invalid("body limits must be positive".into()));
@@ -353,6 +367,12 @@ impl ServerConfig {
             return Err(ConfigError::Key { what: "JWT signing key", message: "must be at least 32 bytes".into() });
         }
         Ok(key)
+    }
+
+    /// How long after creation a job's data is kept (`job_retention`, or the older
+    /// `job_retention_days` when given); zero keeps it forever.
+    pub fn retention(&self) -> Duration {
+        self.job_retention_days.map_or(self.job_retention, |days| Duration::from_secs(days.saturating_mul(86_400)))
     }
 
     /// Whether HTTPS is configured (`tls_cert_file` and `tls_key_file`).
@@ -414,5 +434,27 @@ mod tests {
         assert_eq!(url_for_database("postgres://db", "other"), "postgres://db/other");
         assert_eq!(url_with_parameter("postgres://db/x", "a=1"), "postgres://db/x?a=1");
         assert_eq!(url_with_parameter("postgres://db/x?a=1", "b=2"), "postgres://db/x?a=1&b=2");
+    }
+
+    #[test]
+    fn durations_take_one_grammar_and_the_older_secs_names() {
+        let text = "access_token_ttl = \"15m\"\nrefresh_token_ttl = \"2d\"\njwt_leeway = 2\nmax_long_poll = \"1.5s\"\n\
+                    job_retention = \"36h\"\n";
+        let c = ServerConfig::from_toml(text).unwrap();
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(c.refresh_token_ttl, Duration::from_secs(2 * 86_400));
+        assert_eq!(c.jwt_leeway, Duration::from_secs(2));
+        assert_eq!(c.max_long_poll, Duration::from_millis(1_500));
+        assert_eq!(c.retention(), Duration::from_secs(36 * 3_600));
+
+        let older = "access_token_ttl_secs = 60\nmax_long_poll_secs = 5\njob_retention_days = 3\n";
+        let c = ServerConfig::from_toml(older).unwrap();
+        assert_eq!((c.access_token_ttl, c.max_long_poll), (Duration::from_secs(60), Duration::from_secs(5)));
+        assert_eq!(c.retention(), Duration::from_secs(3 * 86_400));
+
+        let error = ServerConfig::from_toml("access_token_ttl = \"10 minutes\"").unwrap_err().to_string();
+        assert!(error.contains("10 minutes") && error.contains("access_token_ttl"), "{error}");
+        let error = ServerConfig::from_toml("access_token_ttl = \"500ms\"").unwrap_err().to_string();
+        assert!(error.contains("at least one second"), "{error}");
     }
 }

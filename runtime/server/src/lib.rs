@@ -18,7 +18,7 @@
 //! phasebox additions, all additive to the Testflinger wire protocol:
 //!
 //! * **Long-poll claim**: `GET /v1/job?queue=q&wait=N` waits up to `N` seconds (capped by
-//!   `max_long_poll_secs`) and returns the job the moment one is submitted (one
+//!   `max_long_poll`) and returns the job the moment one is submitted (one
 //!   [`tokio::sync::Notify`] per queue); without `wait` it answers at once, as Testflinger.
 //! * **Event stream**: `GET /phasebox/v1/job/<id>/events` is a server-sent event stream of the
 //!   job's lifecycle, results, log fragments and agent events, resumable from a sequence number
@@ -206,17 +206,17 @@ where
     result.map_err(ServerError::from)
 }
 
-/// Deletes data older than `job_retention_days`, hourly.
+/// Deletes data older than the configured retention, hourly.
 async fn retention_loop(state: AppState) {
-    let days = state.config.job_retention_days;
-    if days == 0 {
+    let retention = state.config.retention();
+    if retention.is_zero() {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
         let now = clock::now_micros();
-        let cutoff = now - (days as i64) * 86_400 * 1_000_000;
+        let cutoff = now.saturating_sub(i64::try_from(retention.as_micros()).unwrap_or(i64::MAX));
         match state.store.purge_before(cutoff, now).await {
             Ok(jobs) => {
                 for id in &jobs {

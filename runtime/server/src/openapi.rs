@@ -301,7 +301,7 @@ pub fn document(config: &ServerConfig) -> Value {
             .desc(
                 "The highest-priority waiting job (FIFO among equals) of the given queues whose attachments are \
                    complete and that does not exclude this agent; it becomes `running`. Never handed out twice. \
-                   phasebox addition: `wait=N` long-polls up to N seconds (capped by `max_long_poll_secs`); a \
+                   phasebox addition: `wait=N` long-polls up to N seconds (capped by `max_long_poll`); a \
                    long-poll answers 204 at once when the agent's state is set to `offline`, `maintenance` or \
                    `restart`.",
             )

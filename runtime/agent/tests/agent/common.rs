@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use phasebox_agent::{Agent, AgentConfig, AgentError, Observer};
-use phasebox_client::{Client, ClientConfig, Credentials, LogType};
+use phasebox_client::{Client, LogType};
 use phasebox_job::{EventRecord, JobEvent, Phase, RunnerConfig};
 use phasebox_sandbox::Capabilities;
 use phasebox_server::ServerConfig;
@@ -27,79 +27,45 @@ pub const AGENT_SECRET: &str = "agent-secret-0123456789";
 pub const USER_ID: &str = "lab-user";
 pub const USER_SECRET: &str = "user-secret-0123456789";
 
-/// Logs to the test's output when `RUST_LOG` is set.
-pub fn logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
+pub use phasebox_testkit::logging;
 
-/// A running server.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub dir: TempDir,
-    pub config: ServerConfig,
-    pub state: phasebox_server::AppState,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), phasebox_server::ServerError>>>,
+/// The kit's server, with the agent tests' two clients.
+pub struct TestServer(phasebox_testkit::TestServer);
+
+impl std::ops::Deref for TestServer {
+    type Target = phasebox_testkit::TestServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl TestServer {
     /// A fresh server with an agent client and a contributor.
     pub async fn start() -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::in_dir(dir.path());
-        let jwt = dir.path().join("jwt.key");
-        phasebox_testkit::write_secret(&jwt, "test-signing-key-0123456789abcdef-0123456789");
-        config.jwt_signing_key_file = Some(jwt);
-        let key = dir.path().join("secrets.key");
-        phasebox_testkit::write_secret(&key, phasebox_server::secrets::generate_key().as_str());
-        config.secrets_key_file = Some(key);
-        let server = Self::start_in(dir, config, "127.0.0.1:0".parse().unwrap()).await;
-        auth::create_client(&server.state.store, AGENT_ID, AGENT_SECRET, Role::Agent).await.unwrap();
-        auth::create_client(&server.state.store, USER_ID, USER_SECRET, Role::Contributor).await.unwrap();
-        server
+        let server = phasebox_testkit::TestServer::start().await;
+        auth::create_client(&server.store, AGENT_ID, AGENT_SECRET, Role::Agent).await.unwrap();
+        auth::create_client(&server.store, USER_ID, USER_SECRET, Role::Contributor).await.unwrap();
+        TestServer(server)
     }
 
     /// Starts on an existing directory and configuration, listening on `addr`.
     pub async fn start_in(dir: TempDir, config: ServerConfig, addr: SocketAddr) -> TestServer {
-        let listener = bind(addr).await;
-        let addr = listener.local_addr().unwrap();
-        let state = phasebox_server::build_state(config.clone()).await.expect("server state");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(phasebox_server::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
-        TestServer { addr, dir, config, state, stop: Some(tx), task: Some(task) }
+        TestServer(phasebox_testkit::TestServer::start_in(dir, config, addr).await)
     }
 
     /// Stops the server; returns what it needs to start again on the same port and database.
-    pub async fn stop(mut self) -> (TempDir, ServerConfig, SocketAddr) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().expect("server stopped cleanly");
-        }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        (dir, self.config.clone(), self.addr)
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+    pub async fn stop(self) -> (TempDir, ServerConfig, SocketAddr) {
+        self.0.stop().await
     }
 
     /// An anonymous client (a contributor: submits and cancels jobs).
     pub fn anon(&self) -> Client {
-        Client::new(ClientConfig::new(self.url())).unwrap()
+        self.anon_client()
     }
 
     /// The contributor `USER_ID`, who can own secrets.
     pub fn user(&self) -> Client {
-        let mut c = ClientConfig::new(self.url());
-        c.credentials = Some(Credentials::new(USER_ID, USER_SECRET));
-        Client::new(c).unwrap()
+        self.client_for(USER_ID, USER_SECRET)
     }
 
     /// The log fragments of a job in the order the server received them: (type, number, phase,
@@ -140,19 +106,6 @@ impl TestServer {
 }
 
 /// Binds `addr`, retrying briefly while a just-closed listener's port is released.
-async fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
-    let started = Instant::now();
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => return l,
-            Err(e) if started.elapsed() < Duration::from_secs(10) => {
-                eprintln!("bind {addr}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("bind {addr}: {e}"),
-        }
-    }
-}
 
 /// Asserts that the `output` fragments were received numbered 0, 1, 2, … with no gap and no
 /// repeat; returns the text in that order.

@@ -27,7 +27,7 @@ fn unauthorized_text(m: &str) -> ApiError {
 }
 
 fn token_response(st: &AppState, client: &ClientRecord) -> Map<String, Value> {
-    let ttl = st.config.access_token_ttl_secs as i64;
+    let ttl = st.config.access_token_ttl.as_secs() as i64;
     let token = st.jwt.issue(&Permissions::claim(client), now_micros() / 1_000_000, ttl);
     let mut m = Map::new();
     m.insert("access_token".into(), Value::String(token));
@@ -65,7 +65,7 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<
     };
     let (refresh, hash) = auth::new_refresh_token();
     let now = now_micros();
-    let expires = now + st.config.refresh_token_ttl_secs as i64 * 1_000_000;
+    let expires = now + st.config.refresh_token_ttl.as_micros() as i64;
     st.store.insert_refresh_token(&hash, &client.client_id, now, expires).await?;
     let mut body = token_response(&st, &client);
     body.insert("refresh_token".into(), Value::String(refresh));

@@ -190,7 +190,7 @@ pub(crate) fn agent_queues(doc: &Map<String, Value>) -> Vec<String> {
 }
 
 /// `GET /v1/job?queue=a&queue=b[&wait=N]` (agent): claim the next job. phasebox addition:
-/// `wait=N` waits up to N seconds (capped by `max_long_poll_secs`) for a job to arrive.
+/// `wait=N` waits up to N seconds (capped by `max_long_poll`) for a job to arrive.
 pub async fn claim(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> ApiResult<Response> {
     let principal = caller.require(auth::AGENT)?;
     let pairs = query_pairs(q.as_deref());
@@ -208,7 +208,7 @@ pub async fn claim(State(st): State<AppState>, caller: Caller, RawQuery(q): RawQ
         Some(w) => w.parse::<f64>().map_err(|_| ApiError::BadRequest("wait must be a number of seconds".into()))?,
         None => 0.0,
     };
-    let wait = Duration::from_secs_f64(wait.clamp(0.0, st.config.max_long_poll_secs as f64));
+    let wait = Duration::from_secs_f64(wait.clamp(0.0, st.config.max_long_poll.as_secs_f64()));
     let deadline = tokio::time::Instant::now() + wait;
 
     let job = if wait.is_zero() {
