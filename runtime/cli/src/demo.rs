@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use phasebox_sandbox::Endpoint;
@@ -42,15 +42,7 @@ impl Expect {
 
 pub async fn run() -> anyhow::Result<Verdict> {
     println!("phasebox demo: phases as sandboxed WebAssembly components\n");
-    println!(
-        "== building the bundled plugins (the first run compiles them for wasm32-wasip2: about a minute \
-         on a 2-core machine; later runs take a second)"
-    );
-    let started = Instant::now();
-    let built = tokio::task::spawn_blocking(phasebox_guests::build).await?;
-    built.map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("   done in {:.1} s\n", started.elapsed().as_secs_f64());
-
+    println!("== loading the built-in plugins (compiled once, then taken from the compile cache)");
     let sandbox = Sandbox::new(EngineConfig {
         max_instances: 16,
         cache_dir: crate::default_cache_dir(),
@@ -243,14 +235,10 @@ async fn whole_job() -> anyhow::Result<bool> {
     let mut device_config = sim.device_config();
     device_config.cleanup = phasebox_device::CleanupAction::PowerOff;
     std::fs::write(path("device.toml"), device_config.to_toml_string())?;
-    let plugins: Vec<String> = ["flash", "firmware", "shell", "reserve", "cleanup"]
-        .iter()
-        .map(|name| format!("{:?}", phasebox_guests::path(name).display().to_string()))
-        .collect();
     std::fs::write(
         path("runner.toml"),
         format!(
-            r#"plugins = [{plugins}]
+            r#"builtin_plugins = ["flash", "firmware", "shell", "reserve", "cleanup"]
 device = "device.toml"
 [dut]
 name = "sim-dut-1"
@@ -265,7 +253,6 @@ flash = true
 http = ["http://127.0.0.1:*"]
 files = [{{ path = "/artifacts", source = "artifacts", access = "rw" }}]
 "#,
-            plugins = plugins.join(", "),
             ssh_port = sim.ssh_addr().port(),
         ),
     )?;
@@ -349,7 +336,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn load(sandbox: &Sandbox, name: &str) -> anyhow::Result<Arc<Plugin>> {
-    let plugin = sandbox.load_file(&phasebox_guests::path(name))?;
+    let builtin = phasebox_builtin::get(name).with_context(|| format!("no built-in plugin {name}"))?;
+    let plugin = builtin.load(sandbox)?;
     println!(
         "   plugin {:<6} sha256 {}…  {:>7} bytes  {:?} in {:.1} ms",
         plugin.name(),

@@ -7,9 +7,11 @@
 
 mod admin;
 mod agent;
+mod builtin;
 mod check;
 mod client;
 mod demo;
+mod init;
 mod inspect;
 mod run;
 mod server;
@@ -40,8 +42,8 @@ enum Command {
     Run {
         /// The job definition (Testflinger YAML or JSON).
         job: PathBuf,
-        /// The runner configuration (plugins, defaults per phase, policy, device); the example
-        /// in config/runner.toml, with the bundled plugins, when not given.
+        /// The runner configuration (plugins, defaults per phase, policy, device); the built-in
+        /// one (`phasebox config runner`), with the built-in plugins, when not given.
         #[arg(long)]
         agent_config: Option<PathBuf>,
         /// Where to write results.json, junit.xml, events.jsonl and artifacts.tar.gz.
@@ -75,7 +77,9 @@ enum Command {
     Agent {
         /// The agent configuration (TOML).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<AgentCommand>,
     },
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -84,10 +88,42 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Print a built-in configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Write a commented starting configuration: agent.toml with one device under test,
+    /// runner.toml (the built-in plugins and a lab policy) and a device template; never
+    /// overwrites a file.
+    Init(init::AgentInit),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The runner configuration `phasebox run` uses without `--agent-config`: the built-in
+    /// plugins, hello in every phase, and a policy for one local machine.
+    Runner,
 }
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// List the plugins built into this binary: name, version, sha256 and whether a runner
+    /// configuration may offer it to jobs (`builtin_plugins`).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the built-in plugins, manifests embedded, to `DIR/<name>.wasm`.
+    Export {
+        /// The directory to write to (created if missing).
+        dir: PathBuf,
+    },
     /// Print a plugin's world, imports, declared capabilities and sha256.
     Inspect {
         /// The component (`.wasm`).
@@ -139,8 +175,15 @@ fn main() -> ExitCode {
         }
         Command::Run { job, agent_config, out, attachments, secret_files } => runtime()
             .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, agent_config, out, attachments, secret_files }))),
-        Command::Agent { config } => runtime().and_then(|rt| rt.block_on(agent::run(&config))),
+        Command::Agent { command: Some(AgentCommand::Init(args)), .. } => init::agent(&args),
+        Command::Agent { config: Some(config), command: None } => {
+            runtime().and_then(|rt| rt.block_on(agent::run(&config)))
+        }
+        Command::Agent { config: None, command: None } => Err(anyhow::anyhow!("phasebox agent needs --config FILE")),
         Command::Client(command) => runtime().and_then(|rt| rt.block_on(client::run(command))),
+        Command::Plugin { command: PluginCommand::List { json } } => builtin::list(json),
+        Command::Plugin { command: PluginCommand::Export { dir } } => builtin::export(&dir),
+        Command::Config { command: ConfigCommand::Runner } => builtin::print_runner_config(),
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => inspect::inspect(&file, json),
         Command::Plugin { command: PluginCommand::Embed { file, manifest, output } } => {
             inspect::embed(&file, &manifest, &output)

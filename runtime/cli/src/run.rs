@@ -1,6 +1,6 @@
 //! `phasebox run JOB.yaml [--agent-config FILE] [--out DIR]`: one job, locally, no server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use phasebox_job::{
@@ -14,7 +14,7 @@ use crate::Verdict;
 pub struct RunArgs {
     /// The job file.
     pub job: PathBuf,
-    /// The runner (agent) configuration; the bundled example when absent.
+    /// The runner (agent) configuration; the built-in default when absent.
     pub agent_config: Option<PathBuf>,
     /// Where results, JUnit, the event log and artifacts go.
     pub out: PathBuf,
@@ -24,21 +24,16 @@ pub struct RunArgs {
     pub secret_files: Vec<String>,
 }
 
-/// The example runner configuration shipped in `config/`, which uses the bundled plugins.
-fn bundled_runner_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/runner.toml")
-}
+/// The runner configuration `phasebox run` uses without `--agent-config`: `config/runner.toml`,
+/// built in, with the built-in plugins (`phasebox config runner` prints it).
+pub const DEFAULT_RUNNER_CONFIG: &str = include_str!("../../../config/runner.toml");
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
-    let config_path = match &args.agent_config {
-        Some(p) => p.clone(),
-        None => {
-            // The bundled configuration runs the bundled plugins: make sure they are built.
-            tokio::task::spawn_blocking(phasebox_guests::build).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
-            bundled_runner_config()
-        }
+    let runner = match &args.agent_config {
+        Some(path) => RunnerConfig::from_file(path)?,
+        // It names no relative path, so the base directory is never used.
+        None => RunnerConfig::from_toml(DEFAULT_RUNNER_CONFIG, std::path::Path::new("."))?,
     };
-    let runner = RunnerConfig::from_file(&config_path)?;
     let plugins = PluginSet::load(&runner)?;
     let spec = load_job(&args.job)?;
     let job_dir = tempfile::Builder::new().prefix("phasebox-job-").tempdir().context("creating the job directory")?;

@@ -13,6 +13,13 @@ use crate::admin::{self, AdminCommand};
 /// Subcommands of `phasebox server` (without one, it serves).
 #[derive(Subcommand)]
 pub enum ServerCommand {
+    /// Write a commented starting configuration (server.toml) and the server's keys
+    /// (secrets.key, jwt-signing.key, mode 0600) into the configuration directory; never
+    /// overwrites a file.
+    Init {
+        #[command(flatten)]
+        dirs: crate::init::Dirs,
+    },
     /// Manage clients and restricted queues in the configured database (`--config`).
     Admin {
         #[command(subcommand)]
@@ -29,12 +36,16 @@ pub async fn run(
     allow_plain_http: bool,
     command: Option<ServerCommand>,
 ) -> anyhow::Result<Verdict> {
+    if let Some(ServerCommand::Init { dirs }) = &command {
+        return crate::init::server(dirs);
+    }
     let config = match &config {
         Some(path) => ServerConfig::from_file(path)?,
         None => ServerConfig::default(),
     };
-    if let Some(ServerCommand::Admin { command }) = command {
-        return admin::run(&config, command).await;
+    match command {
+        Some(ServerCommand::Admin { command }) => return admin::run(&config, command).await,
+        Some(ServerCommand::Init { .. }) | None => {}
     }
     let tls = config.tls_enabled();
     if !tls && !listen.ip().is_loopback() && !allow_plain_http {

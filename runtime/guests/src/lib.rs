@@ -1,7 +1,9 @@
-//! Builds the guest plugins that ship in `plugins/` and hands out their paths.
+//! Builds the guest plugins of `plugins/` for the tests and the benchmarks, and hands out their
+//! paths. A dev-dependency only: the `phasebox` binary carries its plugins built in
+//! (`phasebox-builtin`) and never builds anything at run time.
 //!
 //! Guest crates target `wasm32-wasip2` and live in their own cargo workspace, so the host
-//! build never compiles them. The demo, the tests and the benchmarks call [`build`], which runs
+//! build never compiles them. Tests and benchmarks call [`build`], which runs
 //! `cargo build --release` in `plugins/` (adding the `wasm32-wasip2` target through rustup
 //! first when it is missing), then writes each component with its `phasebox.toml` embedded to
 //! `plugins/target/phasebox/<name>.wasm`. Cargo's own lock serializes concurrent builds, and

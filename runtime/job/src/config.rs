@@ -5,6 +5,7 @@
 //! silently fall back to a default. Every key is optional:
 //!
 //! ```toml
+//! builtin_plugins = ["shell", "cleanup"]      # plugins built into the binary, by name
 //! plugins = ["../plugins/target/phasebox"]   # .wasm files, or directories of them
 //! job_timeout = "24h"                          # the whole job, cleanup included
 //! cleanup_budget = "5m"                        # kept out of job_timeout for cleanup
@@ -45,6 +46,14 @@ pub struct RunnerConfig {
     /// allow-list of code. Default: none.
     #[serde(default)]
     pub plugins: Vec<PathBuf>,
+
+    /// Plugins built into the binary to offer as well, by name (`phasebox plugin list`): the
+    /// standard plugins (`noprovision`, `flash`, `shell`, `reserve`, `firmware`, `cleanup`) and
+    /// `hello`. Like `plugins`, this list is the runner's allow-list of code. A file in
+    /// `plugins` with the same name takes the place of the built-in one, so a lab can roll out
+    /// a newer plugin without a new binary. Default: none.
+    #[serde(default)]
+    pub builtin_plugins: Vec<String>,
 
     /// The plugin that runs a phase when the job names none (`<phase>_data.phasebox.plugin`),
     /// by name or `sha256:<hex>`. The analogue of Testflinger's `<phase>_command`: `setup` and
@@ -147,6 +156,7 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             plugins: Vec::new(),
+            builtin_plugins: Vec::new(),
             defaults: BTreeMap::new(),
             job_timeout: default_job_timeout(),
             cleanup_budget: default_cleanup_budget(),
@@ -175,8 +185,18 @@ impl RunnerConfig {
         Ok(config)
     }
 
-    /// Checks what serde cannot: that the cleanup budget fits in the job timeout.
+    /// Checks what serde cannot: that the cleanup budget fits in the job timeout, and that each
+    /// built-in plugin named exists.
     pub fn validate(&self) -> Result<(), String> {
+        for name in &self.builtin_plugins {
+            if !phasebox_builtin::runner().any(|b| b.name == name) {
+                let offered: Vec<&str> = phasebox_builtin::runner().map(|b| b.name).collect();
+                return Err(format!(
+                    "builtin_plugins: no built-in plugin {name:?} (there are: {})",
+                    offered.join(", ")
+                ));
+            }
+        }
         if self.cleanup_budget >= self.job_timeout {
             return Err(format!(
                 "cleanup_budget ({}) must be shorter than job_timeout ({}): it is kept out of it for cleanup",

@@ -68,6 +68,10 @@ pub enum JobError {
         source: Box<SandboxError>,
     },
 
+    /// A plugin built into the binary did not load.
+    #[error(transparent)]
+    Builtin(#[from] phasebox_builtin::BuiltinError),
+
     /// Two different plugins of one runner have the same name, so a job naming it is ambiguous.
     #[error(
         "two different plugins are named `{name}` (sha256 {first} and {second}); plugin names in a \

@@ -35,12 +35,24 @@ impl PluginSet {
         Self::load_into(Arc::new(config.sandbox()?), config)
     }
 
-    /// Loads every plugin of `config.plugins` into an existing sandbox (which may already hold
-    /// compiled plugins: loading the same bytes again costs a hash, not a compile).
+    /// Loads every plugin of `config.plugins`, then those of `config.builtin_plugins` that no
+    /// file took the name of, into an existing sandbox (which may already hold compiled
+    /// plugins: loading the same bytes again costs a hash, not a compile).
     pub fn load_into(sandbox: Arc<Sandbox>, config: &RunnerConfig) -> Result<Self, JobError> {
         let mut set = Self::new(sandbox);
         for file in config.plugin_files()? {
             set.add_file(&file)?;
+        }
+        for name in &config.builtin_plugins {
+            if let Some(file) = set.by_name.get(name) {
+                tracing::debug!(plugin = %name, sha256 = file.sha256(), "a plugin file replaces the built-in one");
+                continue;
+            }
+            let builtin = phasebox_builtin::runner().find(|b| b.name == name).ok_or_else(|| JobError::Config {
+                path: "(runner)".into(),
+                reason: format!("builtin_plugins: no built-in plugin {name:?}"),
+            })?;
+            set.add(builtin.load(&set.sandbox)?)?;
         }
         Ok(set)
     }
@@ -102,5 +114,48 @@ impl PluginSet {
             return "none".into();
         }
         self.iter().map(|p| format!("{} (sha256:{})", p.name(), &p.sha256()[..12])).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phasebox_sandbox::manifest::{self, Manifest};
+
+    fn config(text: &str, dir: &Path) -> RunnerConfig {
+        let mut config = RunnerConfig::from_toml(text, dir).unwrap();
+        config.engine.pooling = false;
+        config
+    }
+
+    #[test]
+    fn builtin_plugins_are_loaded_only_when_asked_and_a_file_replaces_one_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(PluginSet::load(&config("", dir.path())).unwrap().is_empty());
+
+        let builtin = PluginSet::load(&config("builtin_plugins = [\"shell\", \"hello\"]", dir.path())).unwrap();
+        let names: Vec<&str> = builtin.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["hello", "shell"]);
+        for unknown in ["probe", "nope"] {
+            let text = format!("builtin_plugins = [{unknown:?}]");
+            let err = RunnerConfig::from_toml(&text, dir.path()).unwrap_err().to_string();
+            assert!(err.contains(&format!("no built-in plugin {unknown:?}")) && err.contains("shell"), "{err}");
+        }
+        let hello = builtin.resolve(&PluginRef::Name("hello".into())).unwrap().sha256().to_owned();
+
+        // A newer hello as a file: it is the one the set offers, and the built-in one is not loaded.
+        let source = phasebox_builtin::get("hello").unwrap();
+        let mut newer = Manifest::parse(source.manifest).unwrap();
+        newer.plugin.version = "9.9.9".into();
+        std::fs::write(dir.path().join("hello.wasm"), manifest::embed(source.component, &newer).unwrap()).unwrap();
+        let set = PluginSet::load(&config(
+            "builtin_plugins = [\"shell\", \"hello\"]\nplugins = [\"hello.wasm\"]",
+            dir.path(),
+        ))
+        .unwrap();
+        let replaced = set.resolve(&PluginRef::Name("hello".into())).unwrap();
+        assert_eq!(replaced.manifest().plugin.version, "9.9.9");
+        assert!(set.resolve(&PluginRef::Sha256(hello)).is_none(), "the built-in hello stays out");
+        assert_eq!(set.iter().count(), 2);
     }
 }
