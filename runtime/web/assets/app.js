@@ -18,7 +18,8 @@ function followLog(pre) {
   const state = document.getElementById("job-state");
   const url = pre.dataset.events + "?kind=log,state&after=" + encodeURIComponent(pre.dataset.after || "0");
   const source = new EventSource(url);
-  let phase = null;
+  // The phase of the text already on the page: its marker is there.
+  let phase = pre.dataset.phase || null;
   source.addEventListener("log", (e) => {
     const fragment = JSON.parse(e.data);
     if (fragment.log_type !== "output") return;

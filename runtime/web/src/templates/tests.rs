@@ -73,7 +73,7 @@ fn job_page_offers_cancel_only_when_allowed_and_follows_only_running_jobs() {
     let html = render("job.html", &page(running)).unwrap();
     assert!(html.contains("id=\"cancel\""));
     assert!(html.contains("name=\"csrf\" value=\"c0ffee\""));
-    assert!(html.contains("data-events=\"/jobs/j/events\" data-after=\"12\""));
+    assert!(html.contains("data-events=\"/jobs/j/events\" data-after=\"12\" data-phase=\"\""));
 }
 
 #[test]

@@ -102,6 +102,7 @@ async fn the_live_log_shows_lines_as_the_agent_posts_them() {
     browser.wait_for_text("#log", "third line, live").await;
     let log = browser.text("#log").await.unwrap();
     assert_eq!(log.matches("first line").count(), 1, "a line shown once: {log}");
+    assert_eq!(log.matches("== setup").count(), 1, "one marker per phase: {log}");
     browser.shot("job-live").await;
     browser.stop().await;
 }
