@@ -213,10 +213,12 @@ async fn whole_job() -> anyhow::Result<bool> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server_url = format!("http://{}", listener.local_addr()?);
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(phasebox_server::serve(listener, state, async move {
+    let web = phasebox_web::router(state.clone());
+    let server = tokio::spawn(phasebox_server::serve_with_routes(listener, state, web, async move {
         let _ = server_stopped.await;
     }));
     println!("   server  {server_url} (SQLite in a temporary directory)");
+    println!("   web UI  {server_url}/ (log in as demo-user, secret {USER_SECRET})");
 
     // The simulated device and the lab's image server.
     let sim = phasebox_dutsim::DutSim::start(phasebox_dutsim::DutSimConfig {
@@ -279,7 +281,8 @@ files = [{{ path = "/artifacts", source = "artifacts", access = "rw" }}]
     user.put_secret("demo-user", "demo/token", &Secret::new(DEMO_TOKEN)).await?;
     let job = phasebox_job::JobSpec::from_yaml(&DEMO_JOB.replace("@IMAGES@", &images.url()))?.to_json();
     let job_id = user.submit_job(&job).await?;
-    println!("   submitted job {job_id}; following its output as `phasebox poll` does:\n");
+    println!("   submitted job {job_id}; follow it live at {server_url}/jobs/{job_id}");
+    println!("   following its output as `phasebox poll` does:\n");
     let verdict = crate::client::poll::follow(&user, &job_id, &crate::client::poll::Follow::new(0.2)).await?;
 
     let results = user.get_results(&job_id).await?;

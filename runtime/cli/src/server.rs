@@ -58,6 +58,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let scheme = if tls { "https" } else { "http" };
     eprintln!("phasebox server listening on {scheme}://{}", listener.local_addr()?);
+    eprintln!("phasebox web interface on {scheme}://{}/", listener.local_addr()?);
     if let Some(metrics) = config.metrics_listen {
         eprintln!("phasebox server metrics on http://{metrics}/metrics");
     }
@@ -68,6 +69,6 @@ pub async fn run(
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    phasebox_server::launch(listener, config, shutdown).await?;
+    phasebox_server::launch_with_routes(listener, config, phasebox_web::router, shutdown).await?;
     Ok(Verdict::Success)
 }

@@ -26,6 +26,11 @@ fn demo_passes() {
     assert!(all.contains("the token the test got: **") && !all.contains("demo-token-0123456789"), "{all}");
     assert!(all.contains("serial│ ") && all.contains("the token on the serial console: **"), "{all}");
     assert!(stdout.contains("job state       complete"), "{stdout}");
+    // The web interface is served beside the API: the demo names the job's page.
+    assert!(
+        stdout.contains("web UI  http://127.0.0.1:") && stdout.contains("follow it live at http://127.0.0.1:"),
+        "{stdout}"
+    );
     assert!(stdout.contains("artifacts.tar.gz ("), "{stdout}");
     assert!(stdout.contains("the secret appears nowhere in the output, serial log or results"), "{stdout}");
 }

@@ -125,9 +125,25 @@ pub async fn launch<F>(listener: TcpListener, config: ServerConfig, shutdown: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    launch_with_routes(listener, config, |_| axum::Router::new(), shutdown).await
+}
+
+/// [`launch`], also serving the routes `extra` builds from the server's state (the web
+/// interface) on the same listener. `extra`'s paths must not overlap the API's, and it must not
+/// set a fallback: unknown paths get the API's answer.
+pub async fn launch_with_routes<F>(
+    listener: TcpListener,
+    config: ServerConfig,
+    extra: impl FnOnce(AppState) -> axum::Router,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let tls = tls::load(&config)?;
     let state = build_state(config).await?;
-    serve_with(listener, state, tls, shutdown).await
+    let extra = extra(state.clone());
+    serve_with(listener, state, tls, extra, shutdown).await
 }
 
 /// [`launch`] with state built by [`build_state`].
@@ -135,8 +151,22 @@ pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> Re
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_with_routes(listener, state, axum::Router::new(), shutdown).await
+}
+
+/// [`serve`], also serving `extra` (the web interface) on the same listener; see
+/// [`launch_with_routes`].
+pub async fn serve_with_routes<F>(
+    listener: TcpListener,
+    state: AppState,
+    extra: axum::Router,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let tls = tls::load(&state.config)?;
-    serve_with(listener, state, tls, shutdown).await
+    serve_with(listener, state, tls, extra, shutdown).await
 }
 
 /// The API's listener: it speaks HTTPS when a certificate is configured, plain HTTP otherwise.
@@ -154,6 +184,7 @@ async fn serve_with<F>(
     listener: TcpListener,
     state: AppState,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    extra: axum::Router,
     shutdown: F,
 ) -> Result<(), ServerError>
 where
@@ -187,7 +218,7 @@ where
         tracing::info!("shutting down");
         token.cancel();
     };
-    let app = router(state.clone());
+    let app = router(state.clone()).merge(extra);
     let result = match listener {
         ApiListener::Https(https) => axum::serve(https, app).with_graceful_shutdown(signal).await,
         ApiListener::Http(http) => axum::serve(http, app).with_graceful_shutdown(signal).await,

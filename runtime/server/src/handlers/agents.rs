@@ -19,7 +19,8 @@ use crate::state::AppState;
 use crate::store::Store;
 
 /// Restricted queue → owners (clients whose `allowed_queues` list it), for restricted queues.
-pub(crate) async fn owners(store: &Store) -> ApiResult<BTreeMap<String, Vec<String>>> {
+/// Public for the web interface, which shows the same owners as `GET /v1/restricted-queues`.
+pub async fn owners(store: &Store) -> ApiResult<BTreeMap<String, Vec<String>>> {
     let mut map: BTreeMap<String, Vec<String>> =
         store.restricted_queues().await?.into_iter().map(|q| (q, Vec::new())).collect();
     for client in store.list_clients().await? {
@@ -131,8 +132,8 @@ pub async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<
 
 /// An agent's document as `principal` may see it: the id of the job it runs is the only
 /// credential of a job submitted without credentials, so it is shown to admins only (`null`
-/// for others), as in job listings ([`super::listed_job_id`]).
-async fn hide_anonymous_job(
+/// for others), as in job listings ([`super::listed_job_id`]). Public for the web interface.
+pub async fn hide_anonymous_job(
     st: &AppState,
     principal: &Principal,
     mut doc: Map<String, Value>,

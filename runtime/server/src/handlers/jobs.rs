@@ -182,7 +182,7 @@ fn restricted_error(principal: &Principal, queue: &str) -> ApiError {
 }
 
 /// The queues an agent document lists.
-pub(crate) fn agent_queues(doc: &Map<String, Value>) -> Vec<String> {
+pub fn agent_queues(doc: &Map<String, Value>) -> Vec<String> {
     doc.get("queues")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|q| q.as_str().map(str::to_owned)).collect())
