@@ -61,7 +61,7 @@ pub async fn present_session(State(st): State<AppState>, mut request: Request, n
     let headers = request.headers_mut();
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
         let now = now_micros() / 1_000_000;
-        if st.jwt.verify(&token, now, st.config.jwt_leeway_secs as i64).is_ok()
+        if st.jwt.verify(&token, now, st.config.jwt_leeway.as_secs() as i64).is_ok()
             && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
         {
             headers.insert(AUTHORIZATION, value);
