@@ -223,6 +223,120 @@ async fn poll_prints_every_fragment_once() {
     assert!(r.stderr.contains("Job completed"), "{}", r.stderr);
 }
 
+/// Runs `poll` with `args` (against `server`, the lab's own when `None`) on a job that is
+/// running; once it has shown the job running, posts `count` output fragments and the job's
+/// completion. Returns what `poll` printed and what it should have printed.
+async fn poll_while_the_job_runs(
+    lab: &Lab,
+    agent: &Client,
+    id: &str,
+    args: &[&str],
+    server: Option<&str>,
+    count: u64,
+) -> (Run, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+
+    let mut cmd = lab.command(args, &[]);
+    if let Some(url) = server {
+        cmd.env("PHASEBOX_SERVER", url);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // The status line: poll has looked at the job once, and now waits for what comes next.
+    while !seen.contains("[running]") {
+        assert!(stderr.read_line(&mut seen).await.unwrap() > 0, "poll ended early: {seen}");
+    }
+    for n in 0..count {
+        agent
+            .post_log_fragment(id, LogType::Output, &LogFragment::now(n, "test", format!("line-{n}\n")))
+            .await
+            .unwrap();
+    }
+    agent.post_result(id, &json!({"status": {"test": 0}, "job_state": "complete"})).await.unwrap();
+    let mut r =
+        Run::from(tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap());
+    stderr.read_to_string(&mut seen).await.unwrap();
+    r.stderr = seen;
+    (r, (0..count).map(|n| format!("line-{n}\n")).collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_follows_the_event_stream_instead_of_waiting_out_the_interval() {
+    let lab = Lab::start().await;
+    let agent = lab.agent("dut-s", &["sq"]).await;
+    let user = Client::new(ClientConfig::new(&lab.url)).unwrap();
+    let id = user.submit_job(&json!({"job_queue": "sq", "test_data": {"test_cmds": "x"}})).await.unwrap();
+    agent.claim_job(&["sq".into()], None).await.unwrap().unwrap();
+    // Ten minutes between looks: only the event stream can show the output and the end in time.
+    let (r, expected) = poll_while_the_job_runs(&lab, &agent, &id, &["poll", "--interval", "600", &id], None, 12).await;
+    let r = r.ok();
+    assert_eq!(r.stdout, expected, "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("Job completed"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_looks_every_interval_on_a_server_without_the_event_stream() {
+    let lab = Lab::start().await;
+    let agent = lab.agent("dut-t", &["tq"]).await;
+    let user = Client::new(ClientConfig::new(&lab.url)).unwrap();
+    let id = user.submit_job(&json!({"job_queue": "tq", "test_data": {"test_cmds": "x"}})).await.unwrap();
+    agent.claim_job(&["tq".into()], None).await.unwrap().unwrap();
+    let (testflinger, refused) = without_event_stream(lab.url.trim_start_matches("http://").to_owned()).await;
+    let args = ["poll", "--interval", "0.05", &id];
+    let (r, expected) = poll_while_the_job_runs(&lab, &agent, &id, &args, Some(&testflinger), 12).await;
+    let r = r.ok();
+    assert_eq!(r.stdout, expected, "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("Job completed"), "{}", r.stderr);
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst) >= 1, "poll never asked for the event stream");
+}
+
+/// A proxy on 127.0.0.1 to the server at `upstream` (`host:port`) that answers phasebox's event
+/// stream with 404, as a Testflinger server does. Returns its URL and how many stream requests
+/// it refused. One request per connection (`poll` sends only GETs): each forwarded request asks
+/// the server to close the connection after answering, so the next one comes through here too.
+async fn without_event_stream(upstream: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("");
+                if path.starts_with("/phasebox/v1/job/") && path.contains("/events") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = client
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let head = format!("{}\r\nconnection: close\r\n\r\n", head.trim_end_matches("\r\n"));
+                if server.write_all(head.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy(&mut server, &mut client).await;
+                }
+            });
+        }
+    });
+    (url, refused)
+}
+
 /// Output a hostile plugin or agent could post: an OSC 52 clipboard write, cursor movement
 /// that rewrites the line above, a bell, a lone carriage return, a bidirectional override.
 const HOSTILE_OUTPUT: &str = "ok\x1b]52;c;cHduZWQ=\x07\n\x1b[1A\x1b[2Kallowed\rx\u{202e}y\n\ttabbed\r\n";

@@ -7,11 +7,17 @@
 //! changes; while it runs, a status line on stderr shows the phase and the time since it
 //! started (rewritten in place on a terminal, one line per change otherwise). The loop ends
 //! when the job is `complete` or `cancelled`.
+//!
+//! On a phasebox server the job's event stream says when to look again: a round follows each
+//! burst of state, result and log events, so output shows as soon as it is posted, without
+//! looking every `--interval` (which then only paces the queue position while the job waits).
+//! A Testflinger server has no stream; against it, or once a stream breaks, the loop looks
+//! every `--interval`, as Testflinger's CLI does.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use phasebox_client::{Client, ClientError, LogQuery, LogType, PHASES, TERMINAL_STATES};
+use phasebox_client::{Client, ClientError, JobEventStream, LogQuery, LogType, PHASES, TERMINAL_STATES};
 use serde_json::Value;
 
 use super::PollArgs;
@@ -84,11 +90,13 @@ pub async fn follow(client: &Client, job_id: &str, follow: &Follow) -> anyhow::R
 
 async fn follow_job(client: &Client, job_id: &str, follow: &Follow) -> anyhow::Result<Verdict> {
     client.get_job(job_id).await.map_err(|e| no_data(e, job_id, "No data found for that job id."))?;
+    let mut wake = Wake::open(client, job_id).await;
     let mut next = follow.start_fragment;
     let mut position: Option<u64> = None;
     let mut line = StatusLine::new();
     let mut failures = 0u32;
     loop {
+        let mut waiting = false;
         match round(client, job_id, follow, next).await {
             Ok((results, chunk)) => {
                 failures = 0;
@@ -133,6 +141,7 @@ async fn follow_job(client: &Client, job_id: &str, follow: &Follow) -> anyhow::R
                         }
                     }
                     line.update("waiting", None);
+                    waiting = true;
                 } else {
                     line.update(&state, chunk.latest_phase());
                 }
@@ -145,10 +154,61 @@ async fn follow_job(client: &Client, job_id: &str, follow: &Follow) -> anyhow::R
                     eprintln!("warning: {e}; still trying");
                 }
                 tracing::debug!(error = %e, "poll round failed; retrying");
+                tokio::time::sleep(follow.interval).await;
+                continue;
             }
             Err(e) => return Err(super::explain(e, Some(job_id))),
         }
-        tokio::time::sleep(follow.interval).await;
+        wake.wait(follow.interval, waiting).await;
+    }
+}
+
+/// Event kinds after which a round has something new to show.
+const WAKING_KINDS: [&str; 4] = ["claimed", "state", "result", "log"];
+
+/// The longest a followed stream may stay silent before the loop looks anyway: a safety net
+/// for a stream that stalls without breaking.
+const STREAM_SILENCE: Duration = Duration::from_secs(30);
+
+/// What tells the follow loop to look again.
+enum Wake {
+    /// The job's event stream (phasebox servers).
+    Stream(JobEventStream),
+    /// Every `--interval` (Testflinger servers, or after the stream ended or broke).
+    Interval,
+}
+
+impl Wake {
+    async fn open(client: &Client, job_id: &str) -> Wake {
+        match client.job_events(job_id, None, &WAKING_KINDS).await {
+            Ok(stream) => Wake::Stream(stream),
+            Err(e) => {
+                tracing::debug!(error = %e, "no event stream; looking every interval");
+                Wake::Interval
+            }
+        }
+    }
+
+    /// Returns when the next round is due: after the next burst of events, or after
+    /// `interval` without a stream. While the job waits, after `interval` at the latest too,
+    /// since its queue position changes without an event of its own.
+    async fn wait(&mut self, interval: Duration, waiting: bool) {
+        let Wake::Stream(stream) = self else {
+            tokio::time::sleep(interval).await;
+            return;
+        };
+        let patience = if waiting { interval } else { STREAM_SILENCE.max(interval) };
+        match tokio::time::timeout(patience, stream.next()).await {
+            Err(_elapsed) => return,
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                // The stream ended (the job is over, which the next round shows) or broke.
+                *self = Wake::Interval;
+                return;
+            }
+        }
+        // Take the rest of the burst already here, so that one round shows it all.
+        while let Ok(Ok(Some(_))) = tokio::time::timeout(Duration::ZERO, stream.next()).await {}
     }
 }
 
