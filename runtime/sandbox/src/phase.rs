@@ -12,12 +12,13 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi_http::WasiHttpCtx;
 
+use crate::bindings::phasebox::plugin::types::DutFact;
+use crate::bindings::{Failure, PhaseContext};
 use crate::engine::Sandbox;
 use crate::error::SandboxError;
 use crate::events::{CapabilityUse, EventSender, PhaseEvent, Stream};
 use crate::grant::Grant;
-use crate::host::phasebox::plugin::types::DutFact;
-use crate::host::{Failure, PhaseContext, PhaseState};
+use crate::host::PhaseState;
 use crate::http::HttpHooks;
 use crate::limits::{MemoryLimiter, Monitor, Stop};
 use crate::network::NetUse;
