@@ -16,8 +16,12 @@ use std::sync::{Arc, Mutex};
 use phasebox_grants::blocked::{embedded_ipv4, is_blocked, names_blocked};
 use phasebox_grants::{DnsName, Endpoint, Host, NetworkRequest, Origin, canonical_ip};
 
+use wasmtime_wasi::sockets::SocketAddrUse;
+
 use crate::error::SandboxError;
+use crate::events::{CapabilityUse, EventSender, PhaseEvent};
 use crate::grant::Documents;
+use crate::limits::Monitor;
 
 /// Grants the job's socket and DNS requests and builds the phase's policy from them and the
 /// origins [`http::grant`](crate::http) granted. A blocked range opens only where the operator's
@@ -47,6 +51,58 @@ pub(crate) fn grant(
         docs.require(|| format!("dns {name}"), |d| d.dns.iter().any(|p| p.covers(&host)))?;
     }
     Ok(NetworkPolicy::new(ask.connect.clone(), ask.bind, ask.udp, dns.to_vec(), http))
+}
+
+/// Prepares an instance's WASI sockets from the phase's policy: TCP, UDP and name lookup are
+/// switched on only when the grant can allow any of them, and every bind, connect and datagram
+/// is asked of the policy and recorded as a capability use.
+pub(crate) fn prepare(
+    b: &mut wasmtime_wasi::WasiCtxBuilder,
+    network: &Arc<NetworkPolicy>,
+    events: &EventSender,
+    monitor: &Arc<Monitor>,
+) {
+    let network = network.clone();
+    b.allow_tcp(network.has_sockets());
+    b.allow_udp(network.has_udp());
+    b.allow_ip_name_lookup(network.has_dns());
+    let events = events.clone();
+    let monitor = monitor.clone();
+    b.socket_addr_check(move |addr, usage| {
+        let usage = match usage {
+            SocketAddrUse::TcpBind => NetUse::TcpBind,
+            SocketAddrUse::TcpListen => NetUse::TcpListen,
+            SocketAddrUse::TcpAccept => NetUse::TcpAccept,
+            SocketAddrUse::TcpConnect => NetUse::TcpConnect,
+            SocketAddrUse::UdpBind => NetUse::UdpBind,
+            SocketAddrUse::UdpSend => NetUse::UdpSend,
+            SocketAddrUse::UdpReceive => NetUse::UdpReceive,
+        };
+        let verdict = network.check_socket(addr, usage);
+        if let Err(reason) = &verdict {
+            tracing::debug!(%addr, ?usage, %reason, "socket use denied");
+        }
+        let event = PhaseEvent::Capability(CapabilityUse {
+            grant: "network".into(),
+            call: format!("{usage:?} {addr}"),
+            allowed: verdict.is_ok(),
+            reason: verdict.err(),
+            duration_ms: None,
+        });
+        let events = events.clone();
+        let admitted = monitor.admit(&event);
+        Box::pin(async move {
+            let allowed = event_allowed(&event);
+            if admitted {
+                let _ = events.send(event).await;
+            }
+            allowed
+        })
+    });
+}
+
+fn event_allowed(event: &PhaseEvent) -> bool {
+    matches!(event, PhaseEvent::Capability(CapabilityUse { allowed: true, .. }))
 }
 
 /// What a phase tried to do on the network, for the policy's verdict and the event log.
