@@ -15,10 +15,10 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use wasmtime::component::Resource;
 
+use crate::bindings::phasebox::plugin::{console, exec, flash, power, types};
 use crate::events::{CapabilityUse, EventSender, PhaseEvent, Stream};
 use crate::exec_output::ExecOutputRedactor;
 use crate::host::PhaseState;
-use crate::host::phasebox::plugin::{console, exec, flash, power, types};
 use crate::limits::Monitor;
 
 /// A boxed future, as the [`Dut`] traits return.

@@ -21,7 +21,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,15 +35,76 @@ use wasmtime_wasi::p2::{DynOutputStream, FsError, OutputStream, Pollable, Stream
 use wasmtime_wasi::{FsPerms, OpenMode};
 
 use crate::error::SandboxError;
-use phasebox_grants::Access;
+use phasebox_grants::{Access, FileRequest};
 
-use crate::grant::Mount;
+use crate::grant::Documents;
 use crate::host::PhaseState;
 use crate::limits::Monitor;
 
 /// The `wasi:filesystem` interfaces wasmtime-wasi 48 links (`wasi:filesystem@0.2.12`).
 const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// One directory mounted into the guest. It is named, not opened: a phase opens it when it
+/// starts, beneath `job_dir` and without following any link (see [`Mount::host`]), because
+/// what the subtree holds may have changed since the grant was resolved (an earlier phase
+/// writes to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// Where the guest sees it.
+    pub guest: String,
+    /// The job directory the source lies in.
+    pub job_dir: PathBuf,
+    /// The subtree of the job directory: one or more plain names, no `.`, `..` or root.
+    pub source: PathBuf,
+    /// Its access.
+    pub access: Access,
+}
+
+impl Mount {
+    /// The directory on the host, for messages. Never open it by this path: a component may
+    /// have been replaced by a symlink; the sandbox opens each component without following one.
+    pub fn host(&self) -> PathBuf {
+        self.job_dir.join(&self.source)
+    }
+}
+
+/// Grants the job's directory requests: each covered by the manifest and the policy, its source
+/// a directory inside `job_dir` reached without following any link ([`mount_source`]).
+pub(crate) fn grant(docs: &Documents<'_>, asks: &[FileRequest], job_dir: &Path) -> Result<Vec<Mount>, SandboxError> {
+    let mut mounts = Vec::new();
+    for f in asks {
+        let what = || format!("files {} ({}, {:?})", f.path, f.source, f.access);
+        docs.require(what, |d| d.files.iter().any(|r| r.covers(f)))?;
+        let (job_dir, source) = mount_source(docs.phase, &f.path, job_dir, &f.source)?;
+        mounts.push(Mount { guest: f.path.clone(), job_dir, source, access: f.access });
+    }
+    Ok(mounts)
+}
+
+/// Checks a files `source`: plain names only (no `.`, `..`, empty component or root, so never
+/// the whole job directory), naming a directory inside `job_dir` that can be reached without
+/// following any link. Returns the job directory (canonical: it is the operator's path) and
+/// the source as a relative path. The phase opens it again, the same way, when it starts.
+fn mount_source(phase: &str, guest: &str, job_dir: &Path, source: &str) -> Result<(PathBuf, PathBuf), SandboxError> {
+    let bad = |reason: String| SandboxError::BadMount { phase: phase.to_owned(), guest: guest.to_owned(), reason };
+    if !guest.starts_with('/') {
+        return Err(bad("the guest path must be absolute, e.g. `/attachments`".into()));
+    }
+    // Split by hand: `Path::components` drops `.` and empty components, so `./` or `a/./b` would
+    // pass for something they are not written as.
+    if source.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(bad(format!(
+            "source `{source}` must name a subtree of the job directory by plain names (e.g. `artifacts` \
+             or `attachments/test`): no `.`, `..`, empty or absolute components, and never the whole job \
+             directory"
+        )));
+    }
+    let root = job_dir.canonicalize().map_err(|e| bad(format!("job directory {}: {e}", job_dir.display())))?;
+    let rel = PathBuf::from(source);
+    open_beneath(&root, &rel).map_err(|e| bad(format!("source `{source}`: {e}")))?;
+    Ok((root, rel))
+}
 
 /// Opens the directory `source` (plain names only) beneath `job_dir` without following any
 /// symlink: each component is opened relative to the handle of the one before, by its name
@@ -312,7 +373,62 @@ impl Pollable for CountingStream {
 
 #[cfg(test)]
 mod tests {
+    use phasebox_grants::GrantRequest;
+
     use super::*;
+    use crate::{Capabilities, FileRule, Grant, Policy};
+
+    #[test]
+    fn mounts_stay_inside_the_job_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("job/attachments/test")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("job/link")).unwrap();
+        let job = dir.path().join("job");
+        let everything = Capabilities::everything();
+        let policy = Policy {
+            allow: Capabilities {
+                files: vec![FileRule { path: "*".into(), source: Some("attachments".into()), access: Access::Ro }],
+                ..Capabilities::default()
+            },
+            ..Policy::default()
+        };
+        // Built directly, past the grammar's checks: the sandbox checks the source again.
+        let ask = |source: &str, access| GrantRequest {
+            files: vec![FileRequest { path: "/attachments".into(), source: source.into(), access }],
+            ..Default::default()
+        };
+        let g = Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Ro), &job).unwrap();
+        assert_eq!(g.mounts()[0].host(), job.canonicalize().unwrap().join("attachments/test"));
+        // read-write is more than the policy allows
+        assert!(Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Rw), &job).is_err());
+        let open = Policy { allow: everything.clone(), ..Policy::default() };
+        for bad in ["../outside", "/etc", "link", "attachments/../../outside", "missing"] {
+            let err = Grant::resolve("test", &everything, &open, &ask(bad, Access::Ro), &job).unwrap_err();
+            assert!(matches!(err, SandboxError::BadMount { .. }), "{bad}: {err}");
+        }
+        // A link is refused even when it stays inside: mounts never follow one.
+        std::os::unix::fs::symlink("attachments", job.join("inner-link")).unwrap();
+        let err = Grant::resolve("test", &everything, &open, &ask("inner-link/test", Access::Ro), &job).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn the_whole_job_directory_is_never_a_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        let open = Policy { allow: Capabilities::everything(), ..Policy::default() };
+        for source in [".", "./", "a/..", "", "a/./b", "a//b", "a/b/", "./a"] {
+            let ask = GrantRequest {
+                files: vec![FileRequest { path: "/job".into(), source: source.into(), access: Access::Rw }],
+                ..Default::default()
+            };
+            let err = Grant::resolve("setup", &Capabilities::everything(), &open, &ask, dir.path()).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, SandboxError::BadMount { .. }), "{source:?}: {text}");
+            assert!(text.contains("phase setup") && text.contains("/job") && text.contains("plain names"), "{text}");
+        }
+    }
 
     #[test]
     fn links_must_stay_in_their_directory() {

@@ -9,21 +9,23 @@
 //! [`Grant::resolve`] intersects them: a request is granted only when both the manifest and the
 //! policy cover it, and anything the job asks for that either one does not cover is refused with
 //! an error naming it, before the phase runs. Everything is denied by default: an empty
-//! document grants nothing.
+//! document grants nothing (but `log`). Each capability module decides its own part (`files`,
+//! `network`, `http`, secrets in `host`) through `Documents`; this module composes them.
 //!
 //! Interfaces are linked per capability kind ([`Capability`]): a plugin may import an
 //! interface only when its manifest declares that kind and the policy allows it; the job's
 //! request then decides what the interface reaches (which names, addresses, secrets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use phasebox_grants::{Access, GrantRequest, Host};
+use phasebox_grants::GrantRequest;
 use serde::{Deserialize, Serialize};
 
 pub use crate::capability::{Capabilities, Capability, Linked};
 use crate::error::SandboxError;
+pub use crate::files::Mount;
 pub use crate::limits::Limits;
 use crate::network::NetworkPolicy;
 
@@ -45,27 +47,37 @@ pub struct Policy {
     pub limits: Limits,
 }
 
-/// One directory mounted into the guest. It is named, not opened: a phase opens it when it
-/// starts, beneath `job_dir` and without following any link (see [`Mount::host`]), because
-/// what the subtree holds may have changed since the grant was resolved (an earlier phase
-/// writes to it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mount {
-    /// Where the guest sees it.
-    pub guest: String,
-    /// The job directory the source lies in.
-    pub job_dir: PathBuf,
-    /// The subtree of the job directory: one or more plain names, no `.`, `..` or root.
-    pub source: PathBuf,
-    /// Its access.
-    pub access: Access,
+/// The two documents a job's request is checked against, for one phase: each capability
+/// module's `grant` asks them whether they cover what the job asks for.
+pub(crate) struct Documents<'a> {
+    pub(crate) phase: &'a str,
+    pub(crate) plugin: &'a Capabilities,
+    pub(crate) allow: &'a Capabilities,
 }
 
-impl Mount {
-    /// The directory on the host, for messages. Never open it by this path: a component may
-    /// have been replaced by a symlink; the sandbox opens each component without following one.
-    pub fn host(&self) -> PathBuf {
-        self.job_dir.join(&self.source)
+impl Documents<'_> {
+    /// `Ok` when the plugin's manifest and the operator's policy both cover the request (each
+    /// asked through `covers`); otherwise the refusal naming `what` and the first that does not.
+    pub(crate) fn require(
+        &self,
+        what: impl Fn() -> String,
+        covers: impl Fn(&Capabilities) -> bool,
+    ) -> Result<(), SandboxError> {
+        for (doc, refused_by) in [(self.plugin, "the plugin's manifest"), (self.allow, "the operator's policy")] {
+            if !covers(doc) {
+                return Err(SandboxError::GrantRefused {
+                    phase: self.phase.to_owned(),
+                    what: what(),
+                    refused_by: refused_by.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The refusal of a request that names a blocked range the policy does not name.
+    pub(crate) fn blocked_range_not_named(&self, what: String) -> SandboxError {
+        SandboxError::BlockedRangeNotNamed { phase: self.phase.to_owned(), what }
     }
 }
 
@@ -104,100 +116,18 @@ impl Grant {
         ask: &GrantRequest,
         job_dir: &Path,
     ) -> Result<Self, SandboxError> {
-        let refuse = |what: String, by_plugin: bool| SandboxError::GrantRefused {
-            phase: phase.to_owned(),
-            what,
-            refused_by: if by_plugin { "the plugin's manifest" } else { "the operator's policy" }.to_owned(),
-        };
         let allow = &policy.allow;
-
+        let docs = Documents { phase, plugin, allow };
         let linked = Linked::new(plugin, allow);
-
-        let mut secrets = BTreeSet::new();
-        for name in &ask.secrets {
-            if !plugin.allows_secret(name) {
-                return Err(refuse(format!("secret {name}"), true));
-            }
-            if !allow.allows_secret(name) {
-                return Err(refuse(format!("secret {name}"), false));
-            }
-            secrets.insert(name.clone());
-        }
-
-        let mut mounts = Vec::new();
-        for f in &ask.files {
-            let what = format!("files {} ({}, {:?})", f.path, f.source, f.access);
-            if !plugin.files.iter().any(|r| r.covers(f)) {
-                return Err(refuse(what, true));
-            }
-            if !allow.files.iter().any(|r| r.covers(f)) {
-                return Err(refuse(what, false));
-            }
-            let (job_dir, source) = mount_source(phase, &f.path, job_dir, &f.source)?;
-            mounts.push(Mount { guest: f.path.clone(), job_dir, source, access: f.access });
-        }
-
-        // A blocked range opens only where the operator's policy itself names a network inside
-        // it; `*` or `0.0.0.0/0` in the policy covers the request but names nothing.
-        let unnamed_blocked = |what: String| SandboxError::BlockedRangeNotNamed { phase: phase.to_owned(), what };
-        for e in &ask.network.connect {
-            if !plugin.network.connect.iter().any(|p| p.covers(e)) {
-                return Err(refuse(format!("network connect {e}"), true));
-            }
-            if !allow.network.connect.iter().any(|p| p.covers(e)) {
-                return Err(refuse(format!("network connect {e}"), false));
-            }
-            if e.host.names_blocked() && !allow.network.connect.iter().any(|p| p.covers(e) && p.host.names_blocked()) {
-                return Err(unnamed_blocked(format!("network connect {e}")));
-            }
-        }
-        for (flag, name, p, a) in [
-            (ask.network.bind, "network bind", plugin.network.bind, allow.network.bind),
-            (ask.network.udp, "network udp", plugin.network.udp, allow.network.udp),
-        ] {
-            if flag && !p {
-                return Err(refuse(name.into(), true));
-            }
-            if flag && !a {
-                return Err(refuse(name.into(), false));
-            }
-        }
-        for o in &ask.http {
-            if !plugin.http.iter().any(|p| p.covers(o)) {
-                return Err(refuse(format!("http {o}"), true));
-            }
-            if !allow.http.iter().any(|p| p.covers(o)) {
-                return Err(refuse(format!("http {o}"), false));
-            }
-            if o.host.names_blocked() && !allow.http.iter().any(|p| p.covers(o) && p.endpoint.host.names_blocked()) {
-                return Err(unnamed_blocked(format!("http {o}")));
-            }
-        }
-        for d in &ask.dns {
-            let host = Host::Name(d.clone());
-            if !plugin.dns.iter().any(|p| p.covers(&host)) {
-                return Err(refuse(format!("dns {d}"), true));
-            }
-            if !allow.dns.iter().any(|p| p.covers(&host)) {
-                return Err(refuse(format!("dns {d}"), false));
-            }
-        }
-        let network = NetworkPolicy::new(
-            ask.network.connect.clone(),
-            ask.network.bind,
-            ask.network.udp,
-            ask.dns.clone(),
-            ask.http.clone(),
-        );
+        let secrets = crate::host::grant_secrets(&docs, &ask.secrets)?;
+        let mounts = crate::files::grant(&docs, &ask.files, job_dir)?;
+        let http = crate::http::grant(&docs, &ask.http)?;
+        let network = crate::network::grant(&docs, &ask.network, &ask.dns, http)?;
 
         if !ask.env.is_empty() {
-            let names = ask.env.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
-            if !plugin.env {
-                return Err(refuse(format!("environment variables ({names})"), true));
-            }
-            if !allow.env {
-                return Err(refuse(format!("environment variables ({names})"), false));
-            }
+            let names =
+                || format!("environment variables ({})", ask.env.keys().cloned().collect::<Vec<_>>().join(", "));
+            docs.require(names, |d| d.env)?;
         }
         let mut env = Vec::new();
         if plugin.env {
@@ -261,33 +191,9 @@ impl Grant {
     }
 }
 
-/// Checks a files `source`: plain names only (no `.`, `..`, empty component or root, so never
-/// the whole job directory), naming a directory inside `job_dir` that can be reached without
-/// following any link. Returns the job directory (canonical: it is the operator's path) and
-/// the source as a relative path. The phase opens it again, the same way, when it starts.
-fn mount_source(phase: &str, guest: &str, job_dir: &Path, source: &str) -> Result<(PathBuf, PathBuf), SandboxError> {
-    let bad = |reason: String| SandboxError::BadMount { phase: phase.to_owned(), guest: guest.to_owned(), reason };
-    if !guest.starts_with('/') {
-        return Err(bad("the guest path must be absolute, e.g. `/attachments`".into()));
-    }
-    // Split by hand: `Path::components` drops `.` and empty components, so `./` or `a/./b` would
-    // pass for something they are not written as.
-    if source.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(bad(format!(
-            "source `{source}` must name a subtree of the job directory by plain names (e.g. `artifacts` \
-             or `attachments/test`): no `.`, `..`, empty or absolute components, and never the whole job \
-             directory"
-        )));
-    }
-    let root = job_dir.canonicalize().map_err(|e| bad(format!("job directory {}: {e}", job_dir.display())))?;
-    let rel = PathBuf::from(source);
-    crate::files::open_beneath(&root, &rel).map_err(|e| bad(format!("source `{source}`: {e}")))?;
-    Ok((root, rel))
-}
-
 #[cfg(test)]
 mod tests {
-    use phasebox_grants::{Endpoint, EndpointPattern, FileRequest, FileRule, NetworkRule, Origin, OriginPattern};
+    use phasebox_grants::Endpoint;
 
     use super::*;
 
@@ -339,58 +245,6 @@ mod tests {
     }
 
     #[test]
-    fn mounts_stay_inside_the_job_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("job/attachments/test")).unwrap();
-        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("job/link")).unwrap();
-        let job = dir.path().join("job");
-        let everything = Capabilities::everything();
-        let policy = Policy {
-            allow: Capabilities {
-                files: vec![FileRule { path: "*".into(), source: Some("attachments".into()), access: Access::Ro }],
-                ..Capabilities::default()
-            },
-            ..Policy::default()
-        };
-        // Built directly, past the grammar's checks: the sandbox checks the source again.
-        let ask = |source: &str, access| GrantRequest {
-            files: vec![FileRequest { path: "/attachments".into(), source: source.into(), access }],
-            ..Default::default()
-        };
-        let g = Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Ro), &job).unwrap();
-        assert_eq!(g.mounts()[0].host(), job.canonicalize().unwrap().join("attachments/test"));
-        // read-write is more than the policy allows
-        assert!(Grant::resolve("test", &everything, &policy, &ask("attachments/test", Access::Rw), &job).is_err());
-        let open = Policy { allow: everything.clone(), ..Policy::default() };
-        for bad in ["../outside", "/etc", "link", "attachments/../../outside", "missing"] {
-            let err = Grant::resolve("test", &everything, &open, &ask(bad, Access::Ro), &job).unwrap_err();
-            assert!(matches!(err, SandboxError::BadMount { .. }), "{bad}: {err}");
-        }
-        // A link is refused even when it stays inside: mounts never follow one.
-        std::os::unix::fs::symlink("attachments", job.join("inner-link")).unwrap();
-        let err = Grant::resolve("test", &everything, &open, &ask("inner-link/test", Access::Ro), &job).unwrap_err();
-        assert!(err.to_string().contains("symbolic link"), "{err}");
-    }
-
-    #[test]
-    fn the_whole_job_directory_is_never_a_mount() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
-        let open = Policy { allow: Capabilities::everything(), ..Policy::default() };
-        for source in [".", "./", "a/..", "", "a/./b", "a//b", "a/b/", "./a"] {
-            let ask = GrantRequest {
-                files: vec![FileRequest { path: "/job".into(), source: source.into(), access: Access::Rw }],
-                ..Default::default()
-            };
-            let err = Grant::resolve("setup", &Capabilities::everything(), &open, &ask, dir.path()).unwrap_err();
-            let text = err.to_string();
-            assert!(matches!(err, SandboxError::BadMount { .. }), "{source:?}: {text}");
-            assert!(text.contains("phase setup") && text.contains("/job") && text.contains("plain names"), "{text}");
-        }
-    }
-
-    #[test]
     fn env_needs_the_plugin_to_declare_it() {
         let dir = tempfile::tempdir().unwrap();
         let policy = Policy {
@@ -425,59 +279,6 @@ mod tests {
             GrantRequest { env: [("LAB".into(), "job".into()), ("A".into(), "1".into())].into(), ..Default::default() };
         let g = Grant::resolve("test", &plugin, &policy, &ask, dir.path()).unwrap();
         assert_eq!(g.env, [("A".to_string(), "1".to_string()), ("LAB".to_string(), "operator".to_string())]);
-    }
-
-    #[test]
-    fn only_a_policy_that_names_a_blocked_range_opens_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let plugin = Capabilities::everything();
-        let allowing = |endpoints: &[&str], origins: &[&str]| Policy {
-            allow: Capabilities {
-                network: NetworkRule {
-                    connect: endpoints.iter().map(|e| EndpointPattern::parse(e).unwrap()).collect(),
-                    ..NetworkRule::default()
-                },
-                http: origins.iter().map(|o| OriginPattern::parse(o).unwrap()).collect(),
-                ..Capabilities::default()
-            },
-            ..Policy::default()
-        };
-        let asking = |endpoint: &str| {
-            let mut ask = GrantRequest::default();
-            ask.network.connect = vec![Endpoint::parse(endpoint).unwrap()];
-            ask
-        };
-        let asking_http =
-            |origin: &str| GrantRequest { http: vec![Origin::parse(origin).unwrap()], ..Default::default() };
-        for broad in [&["*"][..], &["0.0.0.0/0", "[::/0]"], &["0.0.0.0/0:*", "[::/0]:*"]] {
-            let policy = allowing(broad, &["*", "http://*:*", "https://*:*"]);
-            for named in [
-                "127.0.0.1:8080",
-                "127.0.0.0/8",
-                "[::1]:22",
-                "169.254.169.254:80",
-                "10.1.0.0/16:22",
-                "[::ffff:127.0.0.1]:80",
-            ] {
-                let err = Grant::resolve("test", &plugin, &policy, &asking(named), dir.path()).unwrap_err();
-                assert!(matches!(err, SandboxError::BlockedRangeNotNamed { .. }), "{broad:?} {named}: {err}");
-            }
-            for origin in ["http://127.0.0.1:8080", "http://169.254.169.254", "https://[::1]:443"] {
-                let err = Grant::resolve("test", &plugin, &policy, &asking_http(origin), dir.path()).unwrap_err();
-                assert!(matches!(err, SandboxError::BlockedRangeNotNamed { .. }), "{broad:?} {origin}: {err}");
-            }
-            // What a broad policy covers and names nothing blocked stays grantable.
-            assert!(Grant::resolve("test", &plugin, &policy, &asking("93.184.216.34:443"), dir.path()).is_ok());
-            assert!(Grant::resolve("test", &plugin, &policy, &asking("0.0.0.0/0:443"), dir.path()).is_ok());
-        }
-        let policy = allowing(&["127.0.0.0/8", "10.0.0.0/8:22"], &["http://127.0.0.1:8080"]);
-        for named in ["127.0.0.1:8080", "10.1.0.0/16:22"] {
-            assert!(Grant::resolve("test", &plugin, &policy, &asking(named), dir.path()).is_ok(), "{named}");
-        }
-        assert!(Grant::resolve("test", &plugin, &policy, &asking_http("http://127.0.0.1:8080"), dir.path()).is_ok());
-        let policy = allowing(&["127.0.0.1:8080"], &[]);
-        assert!(Grant::resolve("test", &plugin, &policy, &asking("127.0.0.1:8080"), dir.path()).is_ok());
-        assert!(Grant::resolve("test", &plugin, &policy, &asking("127.0.0.1:8081"), dir.path()).is_err());
     }
 
     #[test]

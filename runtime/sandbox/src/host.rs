@@ -11,22 +11,11 @@ use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::bindings::{Phase, phasebox};
 use crate::events::{self as ev, CapabilityUse, EventSender, PhaseEvent};
 use crate::http::HttpHooks;
 use crate::limits::{MemoryLimiter, Monitor};
 use crate::network::NetworkPolicy;
-
-wasmtime::component::bindgen!({
-    world: "phase",
-    path: "../../wit",
-    imports: { default: async },
-    exports: { default: async },
-    with: {
-        "phasebox:plugin/console.session": crate::device::ConsoleSession,
-        "phasebox:plugin/exec.process": crate::device::ExecProcess,
-        "phasebox:plugin/flash.writer": crate::device::FlashWriter,
-    },
-});
 
 /// Everything one phase's store holds. Fields are private to the crate: a phase's state is
 /// built from its grant and cannot be widened from outside.
@@ -61,6 +50,18 @@ impl WasiHttpView for PhaseState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
+}
+
+/// Grants the secret names the phase declares: each allowed by the manifest and the policy
+/// (`*` allows any). Which of them the job provides is decided when the phase starts.
+pub(crate) fn grant_secrets(
+    docs: &crate::grant::Documents<'_>,
+    names: &[String],
+) -> Result<std::collections::BTreeSet<String>, crate::error::SandboxError> {
+    for name in names {
+        docs.require(|| format!("secret {name}"), |d| d.allows_secret(name))?;
+    }
+    Ok(names.iter().cloned().collect())
 }
 
 /// Reports an event the host makes on the guest's behalf (a result, a capability use), counted

@@ -28,8 +28,11 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use crate::events::{CapabilityUse, EventSender, PhaseEvent};
 use crate::host::PhaseState;
 use crate::limits::Monitor;
+use phasebox_grants::{Origin, canonical_ip};
+
+use crate::error::SandboxError;
+use crate::grant::Documents;
 use crate::network::NetworkPolicy;
-use phasebox_grants::canonical_ip;
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 type SendResult = Result<(http::Response<WasiBody>, IoFuture), Error>;
@@ -42,6 +45,19 @@ pub(crate) const FIELD_SIZE_LIMIT: usize = 64 << 10;
 /// [`FIELD_SIZE_LIMIT`], an outgoing body's buffered chunk, a response's read buffer. Counted
 /// against the phase's memory limit, beside the guest's own memory.
 const HTTP_ENTRY_RESERVE: u64 = FIELD_SIZE_LIMIT as u64;
+
+/// Grants the job's origins: each covered by the manifest and the policy; one whose host is an
+/// address in a blocked range only where the policy names that address itself (`*` or
+/// `https://*:*` covers it but names nothing).
+pub(crate) fn grant(docs: &Documents<'_>, asks: &[Origin]) -> Result<Vec<Origin>, SandboxError> {
+    for o in asks {
+        docs.require(|| format!("http {o}"), |d| d.http.iter().any(|p| p.covers(o)))?;
+        if o.host.names_blocked() && !docs.allow.http.iter().any(|p| p.covers(o) && p.endpoint.host.names_blocked()) {
+            return Err(docs.blocked_range_not_named(format!("http {o}")));
+        }
+    }
+    Ok(asks.to_vec())
+}
 
 /// The phase's wasi-http hooks.
 pub(crate) struct HttpHooks {

@@ -17,13 +17,20 @@
 //!    [`PhaseEnd`]: passed, failed (infra / job / test), stopped by a limit or a cancel, trapped,
 //!    or exited.
 //!
-//! Each capability lives in one module: [`network`] (sockets, DNS and the address rules shared
-//! with HTTP), `http` (wasi-http), `host` (log, secrets, results), `files` (mounts opened
+//! The grammar of what is granted (endpoints, origins, names, directories) is
+//! [`phasebox_grants`]'. Which interfaces link is [`capability`]'s: a plugin's imports are checked
+//! against its manifest and the policy by one [`check_imports`], which the planner, the run and
+//! `phasebox plugin check` share. Each capability then lives in one module, which grants the
+//! job's request (manifest ∩ policy ∩ ask, through [`grant`]'s `Documents`), links its
+//! interfaces and prepares them for an instance: [`network`] (sockets, DNS and the address rules
+//! shared with HTTP), `http` (wasi-http origins and the send hook), `files` (mounts opened
 //! beneath the job directory without following links, link creation checks, write limits),
-//! [`grant`] (mount requests) and [`limits`] (memory, output, handles, time, disk).
+//! `host` (log, secrets, results), [`device`] (power, console, exec, flash) and [`limits`]
+//! (memory, output, handles, time, disk). `bindings` holds the one `bindgen!`.
 
 #![deny(missing_docs)]
 
+mod bindings;
 pub mod cache;
 pub mod capability;
 pub mod device;

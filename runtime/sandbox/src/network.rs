@@ -14,7 +14,96 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use phasebox_grants::blocked::{embedded_ipv4, is_blocked, names_blocked};
-use phasebox_grants::{DnsName, Endpoint, Host, Origin, canonical_ip};
+use phasebox_grants::{DnsName, Endpoint, Host, NetworkRequest, Origin, canonical_ip};
+
+use wasmtime_wasi::sockets::SocketAddrUse;
+
+use crate::error::SandboxError;
+use crate::events::{CapabilityUse, EventSender, PhaseEvent};
+use crate::grant::Documents;
+use crate::limits::Monitor;
+
+/// Grants the job's socket and DNS requests and builds the phase's policy from them and the
+/// origins [`http::grant`](crate::http) granted. A blocked range opens only where the operator's
+/// policy itself names a network inside it; `*` or `0.0.0.0/0` covers the request but names
+/// nothing.
+pub(crate) fn grant(
+    docs: &Documents<'_>,
+    ask: &NetworkRequest,
+    dns: &[DnsName],
+    http: Vec<Origin>,
+) -> Result<Arc<NetworkPolicy>, SandboxError> {
+    for e in &ask.connect {
+        let what = || format!("network connect {e}");
+        docs.require(what, |d| d.network.connect.iter().any(|p| p.covers(e)))?;
+        if e.host.names_blocked() && !docs.allow.network.connect.iter().any(|p| p.covers(e) && p.host.names_blocked()) {
+            return Err(docs.blocked_range_not_named(what()));
+        }
+    }
+    if ask.bind {
+        docs.require(|| "network bind".into(), |d| d.network.bind)?;
+    }
+    if ask.udp {
+        docs.require(|| "network udp".into(), |d| d.network.udp)?;
+    }
+    for name in dns {
+        let host = Host::Name(name.clone());
+        docs.require(|| format!("dns {name}"), |d| d.dns.iter().any(|p| p.covers(&host)))?;
+    }
+    Ok(NetworkPolicy::new(ask.connect.clone(), ask.bind, ask.udp, dns.to_vec(), http))
+}
+
+/// Prepares an instance's WASI sockets from the phase's policy: TCP, UDP and name lookup are
+/// switched on only when the grant can allow any of them, and every bind, connect and datagram
+/// is asked of the policy and recorded as a capability use.
+pub(crate) fn prepare(
+    b: &mut wasmtime_wasi::WasiCtxBuilder,
+    network: &Arc<NetworkPolicy>,
+    events: &EventSender,
+    monitor: &Arc<Monitor>,
+) {
+    let network = network.clone();
+    b.allow_tcp(network.has_sockets());
+    b.allow_udp(network.has_udp());
+    b.allow_ip_name_lookup(network.has_dns());
+    let events = events.clone();
+    let monitor = monitor.clone();
+    b.socket_addr_check(move |addr, usage| {
+        let usage = match usage {
+            SocketAddrUse::TcpBind => NetUse::TcpBind,
+            SocketAddrUse::TcpListen => NetUse::TcpListen,
+            SocketAddrUse::TcpAccept => NetUse::TcpAccept,
+            SocketAddrUse::TcpConnect => NetUse::TcpConnect,
+            SocketAddrUse::UdpBind => NetUse::UdpBind,
+            SocketAddrUse::UdpSend => NetUse::UdpSend,
+            SocketAddrUse::UdpReceive => NetUse::UdpReceive,
+        };
+        let verdict = network.check_socket(addr, usage);
+        if let Err(reason) = &verdict {
+            tracing::debug!(%addr, ?usage, %reason, "socket use denied");
+        }
+        let event = PhaseEvent::Capability(CapabilityUse {
+            grant: "network".into(),
+            call: format!("{usage:?} {addr}"),
+            allowed: verdict.is_ok(),
+            reason: verdict.err(),
+            duration_ms: None,
+        });
+        let events = events.clone();
+        let admitted = monitor.admit(&event);
+        Box::pin(async move {
+            let allowed = event_allowed(&event);
+            if admitted {
+                let _ = events.send(event).await;
+            }
+            allowed
+        })
+    });
+}
+
+fn event_allowed(event: &PhaseEvent) -> bool {
+    matches!(event, PhaseEvent::Capability(CapabilityUse { allowed: true, .. }))
+}
 
 /// What a phase tried to do on the network, for the policy's verdict and the event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +282,63 @@ pub fn mapped(ip: Ipv4Addr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use phasebox_grants::{EndpointPattern, GrantRequest, NetworkRule, OriginPattern};
+
     use super::*;
+    use crate::{Capabilities, Grant, Policy};
+
+    #[test]
+    fn only_a_policy_that_names_a_blocked_range_opens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = Capabilities::everything();
+        let allowing = |endpoints: &[&str], origins: &[&str]| Policy {
+            allow: Capabilities {
+                network: NetworkRule {
+                    connect: endpoints.iter().map(|e| EndpointPattern::parse(e).unwrap()).collect(),
+                    ..NetworkRule::default()
+                },
+                http: origins.iter().map(|o| OriginPattern::parse(o).unwrap()).collect(),
+                ..Capabilities::default()
+            },
+            ..Policy::default()
+        };
+        let asking = |endpoint: &str| {
+            let mut ask = GrantRequest::default();
+            ask.network.connect = vec![Endpoint::parse(endpoint).unwrap()];
+            ask
+        };
+        let asking_http =
+            |origin: &str| GrantRequest { http: vec![Origin::parse(origin).unwrap()], ..Default::default() };
+        for broad in [&["*"][..], &["0.0.0.0/0", "[::/0]"], &["0.0.0.0/0:*", "[::/0]:*"]] {
+            let policy = allowing(broad, &["*", "http://*:*", "https://*:*"]);
+            for named in [
+                "127.0.0.1:8080",
+                "127.0.0.0/8",
+                "[::1]:22",
+                "169.254.169.254:80",
+                "10.1.0.0/16:22",
+                "[::ffff:127.0.0.1]:80",
+            ] {
+                let err = Grant::resolve("test", &plugin, &policy, &asking(named), dir.path()).unwrap_err();
+                assert!(matches!(err, SandboxError::BlockedRangeNotNamed { .. }), "{broad:?} {named}: {err}");
+            }
+            for origin in ["http://127.0.0.1:8080", "http://169.254.169.254", "https://[::1]:443"] {
+                let err = Grant::resolve("test", &plugin, &policy, &asking_http(origin), dir.path()).unwrap_err();
+                assert!(matches!(err, SandboxError::BlockedRangeNotNamed { .. }), "{broad:?} {origin}: {err}");
+            }
+            // What a broad policy covers and names nothing blocked stays grantable.
+            assert!(Grant::resolve("test", &plugin, &policy, &asking("93.184.216.34:443"), dir.path()).is_ok());
+            assert!(Grant::resolve("test", &plugin, &policy, &asking("0.0.0.0/0:443"), dir.path()).is_ok());
+        }
+        let policy = allowing(&["127.0.0.0/8", "10.0.0.0/8:22"], &["http://127.0.0.1:8080"]);
+        for named in ["127.0.0.1:8080", "10.1.0.0/16:22"] {
+            assert!(Grant::resolve("test", &plugin, &policy, &asking(named), dir.path()).is_ok(), "{named}");
+        }
+        assert!(Grant::resolve("test", &plugin, &policy, &asking_http("http://127.0.0.1:8080"), dir.path()).is_ok());
+        let policy = allowing(&["127.0.0.1:8080"], &[]);
+        assert!(Grant::resolve("test", &plugin, &policy, &asking("127.0.0.1:8080"), dir.path()).is_ok());
+        assert!(Grant::resolve("test", &plugin, &policy, &asking("127.0.0.1:8081"), dir.path()).is_err());
+    }
 
     fn ep(s: &str) -> Endpoint {
         Endpoint::parse(s).unwrap()

@@ -9,18 +9,17 @@ use phasebox_redact::Secret;
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi_http::WasiHttpCtx;
 
+use crate::bindings::phasebox::plugin::types::DutFact;
+use crate::bindings::{Failure, PhaseContext};
 use crate::engine::Sandbox;
 use crate::error::SandboxError;
-use crate::events::{CapabilityUse, EventSender, PhaseEvent, Stream};
+use crate::events::{EventSender, Stream};
 use crate::grant::Grant;
-use crate::host::phasebox::plugin::types::DutFact;
-use crate::host::{Failure, PhaseContext, PhaseState};
+use crate::host::PhaseState;
 use crate::http::HttpHooks;
 use crate::limits::{MemoryLimiter, Monitor, Stop};
-use crate::network::NetUse;
 use crate::output::GuestOutput;
 use crate::plugin::Plugin;
 
@@ -339,46 +338,6 @@ fn build_wasi(plugin: &Plugin, grant: &Grant, events: &EventSender, monitor: &Ar
     for (k, v) in &grant.env {
         b.env(k, v);
     }
-    let network = grant.network().clone();
-    b.allow_tcp(network.has_sockets());
-    b.allow_udp(network.has_udp());
-    b.allow_ip_name_lookup(network.has_dns());
-    let events = events.clone();
-    let monitor = monitor.clone();
-    b.socket_addr_check(move |addr, usage| {
-        let usage = match usage {
-            SocketAddrUse::TcpBind => NetUse::TcpBind,
-            SocketAddrUse::TcpListen => NetUse::TcpListen,
-            SocketAddrUse::TcpAccept => NetUse::TcpAccept,
-            SocketAddrUse::TcpConnect => NetUse::TcpConnect,
-            SocketAddrUse::UdpBind => NetUse::UdpBind,
-            SocketAddrUse::UdpSend => NetUse::UdpSend,
-            SocketAddrUse::UdpReceive => NetUse::UdpReceive,
-        };
-        let verdict = network.check_socket(addr, usage);
-        if let Err(reason) = &verdict {
-            tracing::debug!(%addr, ?usage, %reason, "socket use denied");
-        }
-        let event = PhaseEvent::Capability(CapabilityUse {
-            grant: "network".into(),
-            call: format!("{usage:?} {addr}"),
-            allowed: verdict.is_ok(),
-            reason: verdict.err(),
-            duration_ms: None,
-        });
-        let events = events.clone();
-        let admitted = monitor.admit(&event);
-        Box::pin(async move {
-            let allowed = event_allowed(&event);
-            if admitted {
-                let _ = events.send(event).await;
-            }
-            allowed
-        })
-    });
+    crate::network::prepare(&mut b, grant.network(), events, monitor);
     b.build()
-}
-
-fn event_allowed(event: &PhaseEvent) -> bool {
-    matches!(event, PhaseEvent::Capability(CapabilityUse { allowed: true, .. }))
 }

@@ -10,11 +10,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
+use crate::bindings::PhasePre;
 use crate::cache::CacheOutcome;
 use crate::capability::{Capability, Linked};
 use crate::engine::Sandbox;
 use crate::error::SandboxError;
-use crate::host::{PhasePre, PhaseState};
+use crate::host::PhaseState;
 use crate::manifest::{self, Manifest, ManifestSource};
 
 /// A loaded plugin, ready to run any number of phases.
