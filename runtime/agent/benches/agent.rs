@@ -9,9 +9,14 @@
 //!
 //! - the agent process's resident memory with 50 DUTs idle, and with 50 jobs running (one per
 //!   DUT, each sleeping in a sandboxed phase). The agent runs in a child process (this binary
-//!   again), so the figure is the agent's alone.
+//!   again), so the figure is the agent's alone;
+//! - its peak resident memory with 50 DUTs each running a job that prints 100 MB as fast as it
+//!   can, against a server that takes half a second to answer each log post: the agent's
+//!   queues are bounded and the engine keeps output on disk, so the guests wait for the
+//!   server and the figure stays under a stated bound however long the jobs run.
 //!
-//! `cargo bench -p phasebox-agent --bench agent` (`-- --quick` for fewer samples).
+//! `cargo bench -p phasebox-agent --bench agent` (`-- --quick` for fewer samples, `-- --chatty`
+//! for the chatty-jobs figure alone).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -89,7 +94,20 @@ fn runner() -> RunnerConfig {
 
 /// Writes an agent configuration with `duts` DUTs (`dut-0`, … on `queue`) into `dir`.
 fn agent_config(dir: &Path, url: &str, protocol: &str, poll: &str, duts: usize, queue: &str) -> PathBuf {
-    std::fs::write(dir.join("runner.toml"), runner().to_toml()).unwrap();
+    agent_config_with(dir, url, protocol, poll, duts, queue, &runner())
+}
+
+/// [`agent_config`] with its own runner configuration.
+fn agent_config_with(
+    dir: &Path,
+    url: &str,
+    protocol: &str,
+    poll: &str,
+    duts: usize,
+    queue: &str,
+    runner: &RunnerConfig,
+) -> PathBuf {
+    std::fs::write(dir.join("runner.toml"), runner.to_toml()).unwrap();
     std::fs::write(dir.join("agent.secret"), AGENT_SECRET).unwrap();
     let mut text = format!(
         "server = \"{url}\"\nprotocol = \"{protocol}\"\nspool_dir = \"spool\"\npoll_interval = \"{poll}\"\n\
@@ -269,6 +287,11 @@ async fn memory(server: &Server, duts: usize) -> (u64, u64) {
 }
 
 async fn run(quick: bool) {
+    if std::env::args().any(|a| a == "--chatty") {
+        let window = if quick { Duration::from_secs(10) } else { Duration::from_secs(30) };
+        print_chatty(&chatty(50, window).await);
+        return;
+    }
     let server = server().await;
     let (n_long, n_poll) = if quick { (5, 2) } else { (30, 6) };
     eprintln!("long-poll: {n_long} jobs");
@@ -277,6 +300,9 @@ async fn run(quick: bool) {
     let poll = measure(&server, "testflinger", n_poll, Duration::from_secs(10)).await;
     eprintln!("memory: 50 DUTs");
     let (idle, running) = memory(&server, 50).await;
+    let window = if quick { Duration::from_secs(10) } else { Duration::from_secs(30) };
+    eprintln!("memory: 50 DUTs printing 100 MB each against a slow server, for {window:?}");
+    let chatty = chatty(50, window).await;
 
     let col = |v: &[Sample], f: &Metric, p: f64| ms(pct(v.iter().map(f).collect(), p));
     let overhead = |s: &Sample| s.total.saturating_sub(s.engine);
@@ -309,4 +335,109 @@ async fn run(quick: bool) {
         running as f64 / 1024.0,
         running.saturating_sub(idle) as f64 / 50.0
     );
+    print_chatty(&chatty);
+}
+
+fn print_chatty(chatty: &Chatty) {
+    println!();
+    println!("50 DUTs, each job printing 100 MB; the server answers each log post after {SLOW_POST:?}");
+    println!("{:<58} {:>12} {:>12}", "", "measured", "bound");
+    println!(
+        "{:<58} {:>8.1} MiB {:>8} MiB",
+        "agent process peak RSS",
+        chatty.peak_kib as f64 / 1024.0,
+        CHATTY_BOUND_MIB
+    );
+    println!(
+        "{:<58} {:>8.1} MiB {:>12}",
+        format!("output the server received in {:?}", chatty.window),
+        chatty.received as f64 / (1 << 20) as f64,
+        "-"
+    );
+    assert!(chatty.peak_kib <= CHATTY_BOUND_MIB << 10, "the agent's memory passed its bound");
+}
+
+/// How long the slow server takes to answer each log post.
+const SLOW_POST: Duration = Duration::from_millis(500);
+/// The stated bound of the agent's RSS with 50 chatty jobs: the idle agent and its compiled
+/// plugins, plus per DUT a guest instance and what its bounded queues hold (a few MiB).
+const CHATTY_BOUND_MIB: u64 = 512;
+
+struct Chatty {
+    peak_kib: u64,
+    received: u64,
+    window: Duration,
+}
+
+/// A Testflinger server that hands every DUT a job printing 100 MB and answers log posts
+/// slowly; the agent (a child process) serves `duts` DUTs for `window`; its peak RSS.
+async fn chatty(duts: usize, window: Duration) -> Chatty {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::extract::State;
+    use axum::http::{Method, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+
+    #[derive(Default)]
+    struct Slow {
+        jobs: AtomicU64,
+        received: AtomicU64,
+    }
+    async fn handle(State(s): State<Arc<Slow>>, method: Method, uri: Uri, body: axum::body::Bytes) -> Response {
+        let path = uri.path();
+        if path == "/v1/oauth2/token" {
+            return axum::Json(json!({"access_token": "t", "token_type": "Bearer", "expires_in": 3600}))
+                .into_response();
+        }
+        if method == Method::GET && path.starts_with("/v1/agents/data/") {
+            return axum::Json(json!({"state": "waiting", "comment": ""})).into_response();
+        }
+        if method == Method::GET && path == "/v1/job" {
+            let n = s.jobs.fetch_add(1, Ordering::SeqCst);
+            return axum::Json(json!({
+                "job_id": format!("00000000-0000-4000-8000-{n:012}"),
+                "job_queue": "chatty",
+                "allocate_data": {"attack": "flood", "phasebox": {"plugin": "probe"}},
+            }))
+            .into_response();
+        }
+        if method == Method::GET && path.starts_with("/v1/result/") {
+            return axum::Json(json!({"job_state": "allocate"})).into_response();
+        }
+        if path.contains("/log/") {
+            tokio::time::sleep(SLOW_POST).await;
+            let text = serde_json::from_slice::<Value>(&body).ok();
+            let len = text.as_ref().and_then(|v| v["log_data"].as_str()).map_or(0, str::len);
+            s.received.fetch_add(len as u64, Ordering::SeqCst);
+            return StatusCode::OK.into_response();
+        }
+        axum::Json(json!({})).into_response()
+    }
+
+    let slow = Arc::new(Slow::default());
+    let app = axum::Router::new().fallback(handle).with_state(slow.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut chatty_runner = runner();
+    chatty_runner.policy.limits.output = 100_000_000;
+    let config = agent_config_with(dir.path(), &url, "testflinger", "1s", duts, "chatty", &chatty_runner);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, &config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    let mut peak = 0;
+    while started.elapsed() < window {
+        peak = peak.max(rss_kib(pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Chatty { peak_kib: peak, received: slow.received.load(Ordering::SeqCst), window }
 }

@@ -21,70 +21,29 @@
 //! The supervisor starts the loop again if its task panics (recovery then reports the job it
 //! was running), and owns the DUT's outbox, which outlives such restarts.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use phasebox_client::{Backoff, Client, ClientError};
-use phasebox_device::{CleanupAction, Device, DeviceConfig};
+use phasebox_client::{Backoff, ClientError};
+use phasebox_device::{Device, DeviceConfig};
 use phasebox_job::{PluginSet, RunnerConfig};
-use phasebox_sandbox::{EngineConfig, Sandbox};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Observer;
-use crate::config::{AgentConfig, DutEntry, Protocol};
+use crate::config::{DutEntry, Protocol};
+use crate::ctx::{DutCtx, Shared, clean_device};
+use crate::delivery::Delivery;
 use crate::error::AgentError;
-use crate::job::{self, remove_job_dir};
-use crate::job_id::JobId;
-use crate::outbox::{Delivery, Outbox};
+use crate::job;
+use crate::job_id::{JobId, remove_job_dir};
+use crate::outbox::Outbox;
 use crate::spool::{JobRecord, RecordFile, Spool};
 
 /// The comment of a DUT the agent took offline because it stopped.
 pub(crate) const STOPPED: &str = "phasebox agent: stopped";
 const RESTARTING: &str = "phasebox agent: restarting";
 const CONFIG_ERROR: &str = "phasebox agent: configuration error";
-
-/// What every DUT loop shares.
-pub(crate) struct Shared {
-    pub config: AgentConfig,
-    pub client: Client,
-    pub observer: Option<Arc<dyn Observer>>,
-    /// Stop claiming; running jobs get the grace period.
-    pub stop: CancellationToken,
-    /// Out of time: outboxes spool what is left instead of posting it.
-    pub hurry: CancellationToken,
-    pub sandboxes: Sandboxes,
-}
-
-/// Sandbox engines, one per distinct `[engine]` section: DUTs whose runners configure the
-/// engine alike share one (and its compiled plugins); each still has its own plugin set,
-/// policy and device.
-#[derive(Default)]
-pub(crate) struct Sandboxes(Mutex<Vec<(EngineConfig, Arc<Sandbox>)>>);
-
-impl Sandboxes {
-    fn get(&self, runner: &RunnerConfig) -> Result<Arc<Sandbox>, phasebox_job::JobError> {
-        let mut engines = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, s)) = engines.iter().find(|(c, _)| *c == runner.engine) {
-            return Ok(s.clone());
-        }
-        let sandbox = Arc::new(runner.sandbox()?);
-        engines.push((runner.engine.clone(), sandbox.clone()));
-        Ok(sandbox)
-    }
-}
-
-/// A DUT ready to run jobs.
-pub(crate) struct DutCtx {
-    pub name: Arc<str>,
-    pub runner: RunnerConfig,
-    pub plugins: PluginSet,
-    pub device: Option<Arc<Device>>,
-    /// Where its job directories go.
-    pub work_dir: PathBuf,
-}
 
 /// Reads the DUT's runner and device configurations and loads its plugins (compiling what
 /// the engine has not compiled yet). Blocking.
@@ -474,24 +433,6 @@ async fn clean_up_after(ctx: &DutCtx, record: &JobRecord) -> Option<String> {
         }
         Ok(None) => None,
         Err(e) => Some(format!("phasebox agent: after an interrupted job, {e}")),
-    }
-}
-
-/// Carries out the device's cleanup action (power-off, reset) within `limit`: the action taken
-/// (`None` when there is nothing to do), or why it failed.
-pub(crate) async fn clean_device(ctx: &DutCtx, limit: Duration) -> Result<Option<CleanupAction>, String> {
-    let Some(device) = &ctx.device else { return Ok(None) };
-    let action = device.cleanup_action();
-    if action == CleanupAction::None {
-        return Ok(None);
-    }
-    match tokio::time::timeout(limit, device.cleanup()).await {
-        Ok(Ok(())) => {
-            tracing::debug!(dut = %ctx.name, %action, "device cleaned up");
-            Ok(Some(action))
-        }
-        Ok(Err(e)) => Err(format!("device cleanup ({action}) failed: {e}")),
-        Err(_) => Err(format!("device cleanup ({action}) did not finish within {limit:?}")),
     }
 }
 

@@ -27,9 +27,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Protocol;
-use crate::dut::{DutCtx, Shared};
-use crate::job_id::JobId;
-use crate::outbox::{Delivery, Outbox, worth_retrying};
+use crate::ctx::{DutCtx, Shared};
+use crate::delivery::{Delivery, worth_retrying};
+use crate::job_id::{JobId, remove_job_dir};
+use crate::outbox::Outbox;
 use crate::shipper::{self, Finish, ShipMsg, ShipperSetup};
 use crate::spool::{JobRecord, RecordFile};
 
@@ -189,7 +190,7 @@ pub(crate) async fn run_claimed(
                 }
                 None => ctx.runner.cleanup_budget,
             };
-            let cleaned = if cleaned_by_job { Ok(()) } else { crate::dut::clean_device(ctx, limit).await.map(drop) };
+            let cleaned = if cleaned_by_job { Ok(()) } else { crate::ctx::clean_device(ctx, limit).await.map(drop) };
             match cleaned {
                 Ok(_) => {}
                 Err(e) if deadlines.is_some() => {
@@ -315,66 +316,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Deletes the directory of job `job_id` under `work_dir`, attachments included (which a job
-/// interrupted by a crash left read-only). Only ever a direct child of `work_dir`: a [`JobId`]
-/// is one plain path segment. Phases wrote into it, so nothing here follows a link:
-/// `make_writable` refuses a linked `attachments` and never follows one inside, and
-/// `remove_dir_all` removes links, not what they point at.
-pub(crate) fn remove_job_dir(work_dir: &std::path::Path, job_id: &JobId) {
-    let dir = job_id.dir_in(work_dir);
-    let dir = dir.as_path();
-    let attachments = dir.join("attachments");
-    if attachments.is_dir()
-        && let Err(e) = phasebox_archive::make_writable(&attachments)
-    {
-        tracing::warn!(dir = %attachments.display(), error = %e, "cannot make the attachments writable");
-    }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the job directory"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    use super::remove_job_dir;
-    use crate::job_id::JobId;
-
-    #[test]
-    fn removing_a_job_directory_follows_no_planted_link() {
-        let tmp = tempfile::tempdir().unwrap();
-        let canary = tmp.path().join("canary");
-        std::fs::create_dir(&canary).unwrap();
-        std::fs::write(canary.join("host-secret.txt"), "canary").unwrap();
-        std::fs::set_permissions(canary.join("host-secret.txt"), std::fs::Permissions::from_mode(0o400)).unwrap();
-        let work = tmp.path().join("work");
-        let id = JobId::parse("5b1e7c3a-1f2d-4e5a-9b8c-0d1e2f3a4b5c").unwrap();
-        let job = id.dir_in(&work);
-        std::fs::create_dir_all(job.join("artifacts/sub")).unwrap();
-        std::os::unix::fs::symlink(&canary, job.join("artifacts/dir-link")).unwrap();
-        std::os::unix::fs::symlink(canary.join("host-secret.txt"), job.join("artifacts/sub/file-link")).unwrap();
-        std::os::unix::fs::symlink("../../canary", job.join("attachments")).unwrap();
-
-        remove_job_dir(&work, &id);
-        assert!(job.symlink_metadata().is_err(), "the job directory is gone");
-        assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
-        let mode = std::fs::metadata(canary.join("host-secret.txt")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o400, "the canary's mode was changed");
-        assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 1);
-
-        // A job directory that is itself a link: the link goes, the directory stays.
-        let linked = JobId::parse("6c2f8d4b-2a3e-4f6b-8c9d-1e2f3a4b5c6d").unwrap();
-        let linked_dir = linked.dir_in(&work);
-        std::os::unix::fs::symlink(&canary, &linked_dir).unwrap();
-        remove_job_dir(&work, &linked);
-        let linked = linked_dir;
-        assert!(linked.symlink_metadata().is_err());
-        assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
     }
 }

@@ -74,6 +74,27 @@ impl<'de> Deserialize<'de> for JobId {
     }
 }
 
+/// Deletes the directory of job `job_id` under `work_dir`, attachments included (which a job
+/// interrupted by a crash left read-only). Only ever a direct child of `work_dir`: a [`JobId`]
+/// is one plain path segment. Phases wrote into it, so nothing here follows a link:
+/// `make_writable` refuses a linked `attachments` and never follows one inside, and
+/// `remove_dir_all` removes links, not what they point at.
+pub(crate) fn remove_job_dir(work_dir: &std::path::Path, job_id: &JobId) {
+    let dir = job_id.dir_in(work_dir);
+    let dir = dir.as_path();
+    let attachments = dir.join("attachments");
+    if attachments.is_dir()
+        && let Err(e) = phasebox_archive::make_writable(&attachments)
+    {
+        tracing::warn!(dir = %attachments.display(), error = %e, "cannot make the attachments writable");
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the job directory"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +134,39 @@ mod tests {
         assert!(serde_json::from_str::<JobId>("\"../../x\"").is_err());
         let id: JobId = serde_json::from_str("\"1c3e5a4f-9b2d-4e8a-8f00-0123456789ab\"").unwrap();
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"1c3e5a4f-9b2d-4e8a-8f00-0123456789ab\"");
+    }
+
+    #[test]
+    fn removing_a_job_directory_follows_no_planted_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary");
+        std::fs::create_dir(&canary).unwrap();
+        std::fs::write(canary.join("host-secret.txt"), "canary").unwrap();
+        std::fs::set_permissions(canary.join("host-secret.txt"), std::fs::Permissions::from_mode(0o400)).unwrap();
+        let work = tmp.path().join("work");
+        let id = JobId::parse("5b1e7c3a-1f2d-4e5a-9b8c-0d1e2f3a4b5c").unwrap();
+        let job = id.dir_in(&work);
+        std::fs::create_dir_all(job.join("artifacts/sub")).unwrap();
+        std::os::unix::fs::symlink(&canary, job.join("artifacts/dir-link")).unwrap();
+        std::os::unix::fs::symlink(canary.join("host-secret.txt"), job.join("artifacts/sub/file-link")).unwrap();
+        std::os::unix::fs::symlink("../../canary", job.join("attachments")).unwrap();
+
+        remove_job_dir(&work, &id);
+        assert!(job.symlink_metadata().is_err(), "the job directory is gone");
+        assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
+        let mode = std::fs::metadata(canary.join("host-secret.txt")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o400, "the canary's mode was changed");
+        assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 1);
+
+        // A job directory that is itself a link: the link goes, the directory stays.
+        let linked = JobId::parse("6c2f8d4b-2a3e-4f6b-8c9d-1e2f3a4b5c6d").unwrap();
+        let linked_dir = linked.dir_in(&work);
+        std::os::unix::fs::symlink(&canary, &linked_dir).unwrap();
+        remove_job_dir(&work, &linked);
+        let linked = linked_dir;
+        assert!(linked.symlink_metadata().is_err());
+        assert_eq!(std::fs::read_to_string(canary.join("host-secret.txt")).unwrap(), "canary");
     }
 }

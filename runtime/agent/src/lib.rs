@@ -37,6 +37,15 @@
 //!   ended (with why), delivers what was spooled and cleans the device up before new work; on
 //!   shutdown, running jobs get a grace period (see [`AgentConfig::grace_period`]).
 //!
+//! Modules depend in one direction, each only on those after it:
+//!
+//! ```text
+//! lib (Agent::run) → dut (a DUT's loop) → job (one claimed job) → watch (cancels on the server)
+//!                                           └→ shipper (events → deliveries) → outbox (in order)
+//!                                                → spool (on disk) → delivery (one post)
+//! below them all: ctx (what the loops share, a loaded DUT), job_id, config, error
+//! ```
+//!
 //! The server is not trusted with the agent's files: a job id it hands out is used (as the job
 //! directory's name, in URLs, in the job record) only once it has been checked to be a UUID; a
 //! job with any other id is refused with an error in the agent's log, and nothing outside a
@@ -49,6 +58,8 @@
 #![deny(missing_docs)]
 
 pub mod config;
+mod ctx;
+mod delivery;
 mod dut;
 pub mod error;
 mod job;
@@ -142,13 +153,13 @@ impl Agent {
             server = %self.client.server(), protocol = %self.config.protocol, duts = duts.len(),
             "phasebox agent starting"
         );
-        let shared = Arc::new(dut::Shared {
+        let shared = Arc::new(ctx::Shared {
             config: self.config,
             client: self.client,
             observer: self.observer,
             stop: CancellationToken::new(),
             hurry: CancellationToken::new(),
-            sandboxes: dut::Sandboxes::default(),
+            sandboxes: ctx::Sandboxes::default(),
         });
         let tracker = TaskTracker::new();
         for entry in duts {

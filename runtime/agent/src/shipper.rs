@@ -35,7 +35,8 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::Observer;
-use crate::outbox::{Delivery, Outbox};
+use crate::delivery::Delivery;
+use crate::outbox::Outbox;
 use crate::spool::{JobRecord, RecordFile};
 
 /// How long output waits in a batch at most.

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::Delivery;
 use crate::error::AgentError;
 use crate::job_id::JobId;
-use crate::outbox::Delivery;
 
 /// The outbox part of a DUT's spool: deliveries in order.
 pub(crate) struct Spool {
