@@ -105,8 +105,6 @@ impl TestServer {
     }
 }
 
-/// Binds `addr`, retrying briefly while a just-closed listener's port is released.
-
 /// Asserts that the `output` fragments were received numbered 0, 1, 2, … with no gap and no
 /// repeat; returns the text in that order.
 pub fn assert_in_order(fragments: &[(String, i64, String, String)]) -> String {
