@@ -84,22 +84,39 @@ fn main() {
     std::fs::write(out_dir.join("builtin.rs"), code).expect("writing builtin.rs");
 }
 
-/// Fails the build with what to do when the Rust toolchain has no wasm32-wasip2 standard library.
+/// Makes sure the Rust toolchain has the wasm32-wasip2 standard library: a toolchain managed
+/// by rustup gets it added (what a first `cargo run` on a fresh machine needs, so the README's
+/// one command stays one command); otherwise the build fails saying what to install.
 fn require_target(rustc: &str) {
+    if target_installed(rustc) {
+        return;
+    }
+    // Set by rustup's proxies: the toolchain this build runs with.
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        println!("cargo::warning=adding the {TARGET} target to the {toolchain} toolchain (rustup target add)");
+        let added = Command::new("rustup")
+            .args(["target", "add", TARGET, "--toolchain", &toolchain])
+            .status()
+            .is_ok_and(|status| status.success());
+        if added && target_installed(rustc) {
+            return;
+        }
+    }
+    panic!(
+        "\n\nphasebox builds its built-in plugins for {TARGET}, and this Rust toolchain lacks that target.\n\
+         Install it with:\n\n    rustup target add {TARGET}\n\n\
+         (without rustup: install your distribution's Rust standard library for {TARGET})\n\n"
+    );
+}
+
+fn target_installed(rustc: &str) -> bool {
     let libdir = Command::new(rustc)
         .args(["--print", "target-libdir", "--target", TARGET])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let installed = libdir.as_deref().is_some_and(|dir| dir.is_dir() && has_std(dir));
-    if !installed {
-        panic!(
-            "\n\nphasebox builds its built-in plugins for {TARGET}, and this Rust toolchain lacks that target.\n\
-             Install it with:\n\n    rustup target add {TARGET}\n\n\
-             (without rustup: install your distribution's Rust standard library for {TARGET})\n\n"
-        );
-    }
+    libdir.as_deref().is_some_and(|dir| dir.is_dir() && has_std(dir))
 }
 
 fn has_std(dir: &Path) -> bool {

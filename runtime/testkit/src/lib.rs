@@ -114,11 +114,13 @@ pub struct Options {
     pub secrets: bool,
     /// A last change to the configuration.
     pub edit: Box<dyn FnOnce(&mut ServerConfig) + Send>,
+    /// More routes served beside the API (the web interface), made from the server's state.
+    pub routes: Option<Box<dyn FnOnce(AppState) -> axum::Router + Send>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { db: Db::Sqlite, secrets: true, edit: Box::new(|_| {}) }
+        Options { db: Db::Sqlite, secrets: true, edit: Box::new(|_| {}), routes: None }
     }
 }
 
@@ -165,13 +167,22 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_in(dir.path(), options.db, options.secrets).await;
         (options.edit)(&mut config);
-        Self::start_in(dir, config, "127.0.0.1:0".parse().unwrap()).await
+        Self::launch(dir, config, "127.0.0.1:0".parse().unwrap(), options.routes).await
     }
 
     /// Starts on an existing directory and configuration, listening on `addr` (for restarts:
     /// the address [`TestServer::stop`] returned). Binding retries briefly, since the port of a
     /// server that just stopped can take a moment to be free.
     pub async fn start_in(dir: TempDir, config: ServerConfig, addr: SocketAddr) -> TestServer {
+        Self::launch(dir, config, addr, None).await
+    }
+
+    async fn launch(
+        dir: TempDir,
+        config: ServerConfig,
+        addr: SocketAddr,
+        routes: Option<Box<dyn FnOnce(AppState) -> axum::Router + Send>>,
+    ) -> TestServer {
         let mut attempts = 0;
         let listener = loop {
             match tokio::net::TcpListener::bind(addr).await {
@@ -184,7 +195,8 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let state = phasebox_server::build_state(config.clone()).await.expect("server state");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(phasebox_server::serve(listener, state.clone(), async move {
+        let routes = routes.map_or_else(axum::Router::new, |routes| routes(state.clone()));
+        let task = tokio::spawn(phasebox_server::serve_with_routes(listener, state.clone(), routes, async move {
             let _ = rx.await;
         }));
         TestServer { addr, dir, config, store: state.store.clone(), state, stop: Some(tx), task: Some(task) }

@@ -3,15 +3,13 @@
 
 use std::net::SocketAddr;
 
+use phasebox_server::AppState;
 use phasebox_server::auth::{self, Role};
-use phasebox_server::{AppState, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::sync::oneshot;
 
 /// Every client's secret.
-pub const SECRET: &str = "a-long-client-secret";
+pub use phasebox_testkit::SECRET;
 /// The value of alice's stored secret: must never reach a page.
 pub const SECRET_VALUE: &str = "tok-5ecret-value-never-on-a-page";
 
@@ -19,7 +17,6 @@ pub const SECRET_VALUE: &str = "tok-5ecret-value-never-on-a-page";
 pub struct Lab {
     pub addr: SocketAddr,
     pub state: AppState,
-    pub dir: TempDir,
     /// alice's running job, with a secret and tags `nightly`.
     pub running: String,
     /// bob's cancelled job.
@@ -27,24 +24,14 @@ pub struct Lab {
     /// An anonymous job, waiting.
     pub anonymous: String,
     pub agent: Api,
-    stop: Option<oneshot::Sender<()>>,
+    server: phasebox_testkit::TestServer,
 }
 
 impl Lab {
     pub async fn start() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::in_dir(dir.path());
-        let key = dir.path().join("secrets.key");
-        std::fs::write(&key, phasebox_server::secrets::generate_key().as_str()).unwrap();
-        config.secrets_key_file = Some(key);
-        let state = phasebox_server::build_state(config).await.expect("server state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let web = phasebox_web::router(state.clone());
-        tokio::spawn(phasebox_server::serve_with_routes(listener, state.clone(), web, async move {
-            let _ = rx.await;
-        }));
+        let options = phasebox_testkit::Options { routes: Some(Box::new(phasebox_web::router)), ..Default::default() };
+        let server = phasebox_testkit::TestServer::start_with(options).await;
+        let (addr, state) = (server.addr, server.state.clone());
         let base = format!("http://{addr}");
         for (id, role) in [("alice", Role::Contributor), ("bob", Role::Contributor), ("agent-1", Role::Agent)] {
             auth::create_client(&state.store, id, SECRET, role).await.unwrap();
@@ -79,7 +66,12 @@ impl Lab {
         let r = agent.post("/v1/agents/data/agent-1", json!({"state": "setup", "job_id": running})).await;
         assert_eq!(r.0, StatusCode::OK, "{}", r.1);
         let anonymous = anon.submit(json!({"job_queue": "lab", "test_data": {"test_cmds": "true"}})).await;
-        Lab { addr, state, dir, running, cancelled, anonymous, agent, stop: Some(tx) }
+        Lab { addr, state, running, cancelled, anonymous, agent, server }
+    }
+
+    /// The server's temporary directory (screenshots go there too).
+    pub fn dir(&self) -> &std::path::Path {
+        self.server.dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -92,14 +84,6 @@ impl Lab {
             "log_data": text});
         let r = self.agent.post(&format!("/v1/result/{}/log/output", self.running), body).await;
         assert_eq!(r.0, StatusCode::OK, "{}", r.1);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

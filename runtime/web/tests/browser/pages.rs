@@ -7,7 +7,7 @@ use crate::lab::{Lab, SECRET, SECRET_VALUE};
 
 async fn setup() -> Option<(Lab, Browser)> {
     let lab = Lab::start().await;
-    let browser = browser::start(&lab.dir.path().join("screenshots")).await?;
+    let browser = browser::start(&lab.dir().join("screenshots")).await?;
     Some((lab, browser))
 }
 
@@ -52,7 +52,7 @@ async fn every_page_renders_for_a_logged_in_owner_and_no_page_shows_a_secret() {
     browser.wait_for_text("h1", "Agent agent-1").await;
 
     // Anonymous: the same rules as anonymous API callers.
-    let anonymous = browser::start(&lab.dir.path().join("screenshots-anonymous")).await.unwrap();
+    let anonymous = browser::start(&lab.dir().join("screenshots-anonymous")).await.unwrap();
     let page = visit(&lab, &anonymous, &format!("/jobs/{}", lab.running), "job-anonymous").await;
     assert!(page.contains("only its submitter and admins may access it"), "{page}");
     assert!(anonymous.client.find(Locator::Id("cancel")).await.is_err());
@@ -117,7 +117,7 @@ async fn cancel_works_for_the_owner_and_is_absent_for_others() {
     assert!(browser.client.find(Locator::Id("cancel")).await.is_err());
     browser.stop().await;
 
-    let browser = browser::start(&lab.dir.path().join("screenshots-owner")).await.unwrap();
+    let browser = browser::start(&lab.dir().join("screenshots-owner")).await.unwrap();
     browser.log_in(&lab.url(""), "alice", SECRET).await;
     browser.open(&job).await;
     browser.client.find(Locator::Id("cancel")).await.unwrap().click().await.unwrap();
