@@ -6,7 +6,7 @@
 //! - [`units`]: one grammar for durations (`90`, `"1.5s"`, `"2h30m"`, `"500ms"`) and one for
 //!   sizes (`"64MiB"`), with serde adapters. Job files keep Testflinger's own duration grammar
 //!   (in `phasebox-jobspec`), because they are Testflinger's wire format, not ours.
-//! - [`load`]: reading a TOML file into a type whose unknown keys are errors, with the file named
+//! - [`mod@load`]: reading a TOML file into a type whose unknown keys are errors, with the file named
 //!   in every error and relative paths taken from the file's directory ([`Rebase`]).
 //! - [`secret_file`]: reading a file that holds a secret only when nobody but its owner can read
 //!   or change it, and writing one with mode 0600, atomically.
