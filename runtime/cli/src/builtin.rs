@@ -48,7 +48,7 @@ pub fn export(dir: &Path) -> anyhow::Result<Verdict> {
     Ok(Verdict::Success)
 }
 
-/// Prints the built-in runner configuration `phasebox run` uses without `--agent-config`.
+/// Prints the built-in runner configuration `phasebox run` uses without `--runner-config`.
 pub fn print_runner_config() -> anyhow::Result<Verdict> {
     print!("{}", crate::run::DEFAULT_RUNNER_CONFIG);
     Ok(Verdict::Success)

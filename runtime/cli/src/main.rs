@@ -44,8 +44,9 @@ enum Command {
         job: PathBuf,
         /// The runner configuration (plugins, defaults per phase, policy, device); the built-in
         /// one (`phasebox config runner`), with the built-in plugins, when not given.
-        #[arg(long)]
-        agent_config: Option<PathBuf>,
+        /// (`--agent-config` is read as an older name of this flag.)
+        #[arg(long, alias = "agent-config")]
+        runner_config: Option<PathBuf>,
         /// Where to write results.json, junit.xml, events.jsonl and artifacts.tar.gz.
         #[arg(long, default_value = "phasebox-out")]
         out: PathBuf,
@@ -105,7 +106,7 @@ enum AgentCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// The runner configuration `phasebox run` uses without `--agent-config`: the built-in
+    /// The runner configuration `phasebox run` uses without `--runner-config`: the built-in
     /// plugins, hello in every phase, and a policy for one local machine.
     Runner,
 }
@@ -173,8 +174,8 @@ fn main() -> ExitCode {
         Command::Server { config, listen, allow_plain_http, command } => {
             runtime().and_then(|rt| rt.block_on(server::run(config, listen, allow_plain_http, command)))
         }
-        Command::Run { job, agent_config, out, attachments, secret_files } => runtime()
-            .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, agent_config, out, attachments, secret_files }))),
+        Command::Run { job, runner_config, out, attachments, secret_files } => runtime()
+            .and_then(|rt| rt.block_on(run::run(run::RunArgs { job, runner_config, out, attachments, secret_files }))),
         Command::Agent { command: Some(AgentCommand::Init(args)), .. } => init::agent(&args),
         Command::Agent { config: Some(config), command: None } => {
             runtime().and_then(|rt| rt.block_on(agent::run(&config)))

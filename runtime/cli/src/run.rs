@@ -1,4 +1,4 @@
-//! `phasebox run JOB.yaml [--agent-config FILE] [--out DIR]`: one job, locally, no server.
+//! `phasebox run JOB.yaml [--runner-config FILE] [--out DIR]`: one job, locally, no server.
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ pub struct RunArgs {
     /// The job file.
     pub job: PathBuf,
     /// The runner (agent) configuration; the built-in default when absent.
-    pub agent_config: Option<PathBuf>,
+    pub runner_config: Option<PathBuf>,
     /// Where results, JUnit, the event log and artifacts go.
     pub out: PathBuf,
     /// A tar.gz of attachments in Testflinger's layout (`<phase>/<file>`).
@@ -24,12 +24,12 @@ pub struct RunArgs {
     pub secret_files: Vec<String>,
 }
 
-/// The runner configuration `phasebox run` uses without `--agent-config`: `config/runner.toml`,
+/// The runner configuration `phasebox run` uses without `--runner-config`: `config/runner.toml`,
 /// built in, with the built-in plugins (`phasebox config runner` prints it).
 pub const DEFAULT_RUNNER_CONFIG: &str = include_str!("../../../config/runner.toml");
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
-    let runner = match &args.agent_config {
+    let runner = match &args.runner_config {
         Some(path) => RunnerConfig::from_file(path)?,
         // It names no relative path, so the base directory is never used.
         None => RunnerConfig::from_toml(DEFAULT_RUNNER_CONFIG, std::path::Path::new("."))?,

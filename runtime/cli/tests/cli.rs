@@ -74,7 +74,7 @@ fn run_shows_a_plugins_terminal_controls_instead_of_obeying_them() {
     let ran = phasebox(&[
         "run",
         &job.display().to_string(),
-        "--agent-config",
+        "--runner-config",
         &runner_path.display().to_string(),
         "--out",
         &out,
