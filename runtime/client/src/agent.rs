@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::client::{Client, endpoint, expect_ok, expect_success, seg};
 use crate::error::{ClientError, Result};
 use crate::types::{LogFragment, LogType};
+use crate::wire::ClaimedJob;
 
 impl Client {
     /// `GET /v1/job?queue=…`: claims the next job of `queues` for the agent named by the
@@ -25,16 +26,26 @@ impl Client {
     /// `wait: None` asks once and answers at once (Testflinger's polling); `Some(d)` uses
     /// phasebox's long-poll (`&wait=<secs>`), where the server answers the moment a job
     /// arrives or after `d` (capped by the server). `None` when there is no job.
-    pub async fn claim_job(&self, queues: &[String], wait: Option<Duration>) -> Result<Option<Value>> {
+    pub async fn claim_job(&self, queues: &[String], wait: Option<Duration>) -> Result<Option<ClaimedJob>> {
         self.claim(None, queues, wait).await
     }
 
     /// [`claim_job`](Self::claim_job) for the agent `agent`, whatever the cookie jar holds.
-    pub async fn claim_job_as(&self, agent: &str, queues: &[String], wait: Option<Duration>) -> Result<Option<Value>> {
+    pub async fn claim_job_as(
+        &self,
+        agent: &str,
+        queues: &[String],
+        wait: Option<Duration>,
+    ) -> Result<Option<ClaimedJob>> {
         self.claim(Some(agent), queues, wait).await
     }
 
-    async fn claim(&self, agent: Option<&str>, queues: &[String], wait: Option<Duration>) -> Result<Option<Value>> {
+    async fn claim(
+        &self,
+        agent: Option<&str>,
+        queues: &[String],
+        wait: Option<Duration>,
+    ) -> Result<Option<ClaimedJob>> {
         let mut params: Vec<(&str, String)> = queues.iter().map(|q| ("queue", q.clone())).collect();
         let mut limit = self.timeout();
         if let Some(w) = wait {
@@ -77,6 +88,10 @@ impl Client {
         if job.get("job_id").and_then(Value::as_str).is_none() {
             return Err(ClientError::BadResponse { endpoint: ep.into(), message: "the job has no job_id".into() });
         }
+        let job = serde_json::from_value(job).map_err(|e| ClientError::BadResponse {
+            endpoint: ep.into(),
+            message: format!("the job does not parse: {e}"),
+        })?;
         Ok(Some(job))
     }
 
