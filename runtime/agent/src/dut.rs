@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phasebox_client::{Backoff, ClientError};
+use phasebox_client::{AgentData, Backoff, ClientError};
 use phasebox_device::{Device, DeviceConfig};
 use phasebox_job::{PluginSet, RunnerConfig};
 use serde_json::{Value, json};
@@ -186,8 +186,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
     outbox.barrier().await;
     let current = if outbox.drain().await { shared.client.agent_data(&name).await.ok() } else { None };
     if let Some(data) = current {
-        let state = data.get("state").and_then(Value::as_str).unwrap_or_default();
-        let comment = data.get("comment").and_then(Value::as_str).unwrap_or_default();
+        let (state, comment) = (data.state(), data.comment());
         let ours = [STOPPED, RESTARTING, CONFIG_ERROR].iter().any(|c| comment.starts_with(c));
         if matches!(state, "offline" | "maintenance") && !ours {
             tracing::info!(dut = %name, state, comment, "keeping the state set on the server");
@@ -241,8 +240,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
                 continue;
             }
         };
-        let state = data.get("state").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let comment = data.get("comment").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let (state, comment) = (data.state().to_owned(), data.comment().to_owned());
         let heartbeat_due = last_post.elapsed() >= shared.config.heartbeat;
         match state.as_str() {
             "offline" | "maintenance" => {
@@ -282,7 +280,7 @@ async fn run(shared: Arc<Shared>, entry: DutEntry, outbox: Outbox, records: Reco
         match claimed {
             Ok(Some(job)) => {
                 // The job id names a directory and URLs: it is checked before any use.
-                let job_id = match JobId::parse(job.get("job_id").and_then(Value::as_str).unwrap_or_default()) {
+                let job_id = match JobId::parse(&job.job_id) {
                     Ok(id) => id,
                     Err(e) => {
                         tracing::error!(dut = %name, error = %e, "refusing a job from the server");
@@ -367,17 +365,8 @@ async fn post_state(outbox: &Outbox, name: &str, state: &str, comment: &str) {
 }
 
 /// Testflinger: if any of the DUT's queues is restricted to owners, claim from those only.
-fn claim_queues(entry: &DutEntry, data: &Value) -> Vec<String> {
-    let restricted: Vec<String> = data
-        .get("restricted_to")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter(|(_, owners)| owners.as_array().is_some_and(|a| !a.is_empty()))
-                .map(|(q, _)| q.clone())
-                .collect()
-        })
-        .unwrap_or_default();
+fn claim_queues(entry: &DutEntry, data: &AgentData) -> Vec<String> {
+    let restricted: Vec<String> = data.restricted_queues().map(str::to_owned).collect();
     if restricted.is_empty() { entry.queues.clone() } else { restricted }
 }
 
@@ -459,9 +448,10 @@ mod tests {
             provision_type: None,
             advertised_queues: Default::default(),
         };
-        assert_eq!(claim_queues(&entry, &json!({"restricted_to": {}})), ["a", "b"]);
-        assert_eq!(claim_queues(&entry, &json!({"restricted_to": {"b": ["owner"]}})), ["b"]);
-        assert_eq!(claim_queues(&entry, &json!({"restricted_to": {"b": []}})), ["a", "b"]);
-        assert_eq!(claim_queues(&entry, &json!({})), ["a", "b"]);
+        let data = |v| serde_json::from_value::<AgentData>(v).unwrap();
+        assert_eq!(claim_queues(&entry, &data(json!({"restricted_to": {}}))), ["a", "b"]);
+        assert_eq!(claim_queues(&entry, &data(json!({"restricted_to": {"b": ["owner"]}}))), ["b"]);
+        assert_eq!(claim_queues(&entry, &data(json!({"restricted_to": {"b": []}}))), ["a", "b"]);
+        assert_eq!(claim_queues(&entry, &data(json!({}))), ["a", "b"]);
     }
 }

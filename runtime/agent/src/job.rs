@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use phasebox_client::{Backoff, ClientError};
+use phasebox_client::{Backoff, ClaimedJob, ClientError};
 use phasebox_job::events::PhaseOutcome;
 use phasebox_job::{AttachmentsArchive, JobInputs, JobPlan, JobSpec, Phase, Secret, run_job, status};
 use serde_json::{Value, json};
@@ -53,9 +53,9 @@ pub(crate) async fn run_claimed(
     outbox: &Outbox,
     records: &RecordFile,
     job_id: JobId,
-    mut job: Value,
+    mut job: ClaimedJob,
 ) -> JobEnd {
-    let queue = job.get("job_queue").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let queue = job.job_queue.clone();
     let dut = ctx.name.clone();
     tracing::info!(dut = %dut, job_id = %job_id, queue = ?queue, "job claimed");
 
@@ -78,12 +78,10 @@ pub(crate) async fn run_claimed(
         check_before_phase,
         heartbeat: shared.config.heartbeat,
         observer: shared.observer.clone(),
-        webhook: job.get("job_status_webhook").and_then(Value::as_str).filter(|u| !u.is_empty()).map(|url| {
-            shipper::Webhook {
-                url: url.to_owned(),
-                job_queue: job.get("job_queue").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                events: Vec::new(),
-            }
+        webhook: job.job_status_webhook.as_deref().filter(|u| !u.is_empty()).map(|url| shipper::Webhook {
+            url: url.to_owned(),
+            job_queue: job.job_queue.clone(),
+            events: Vec::new(),
         }),
     });
     let note = |phase: Option<Phase>, text: String| {
@@ -228,9 +226,9 @@ pub(crate) async fn run_claimed(
 /// Takes the secret values out of `test_data.secrets`, leaving empty strings: the job the
 /// plugins see names the variables and holds no value. Values the server could not resolve
 /// (`""`) are left out; a phase that declared one then refuses to start, naming it.
-fn take_secrets(job: &mut Value) -> BTreeMap<String, Secret> {
+fn take_secrets(job: &mut ClaimedJob) -> BTreeMap<String, Secret> {
     let mut secrets = BTreeMap::new();
-    if let Some(Value::Object(map)) = job.get_mut("test_data").and_then(|t| t.get_mut("secrets")) {
+    if let Some(Value::Object(map)) = job.other.get_mut("test_data").and_then(|t| t.get_mut("secrets")) {
         for (name, value) in map.iter_mut() {
             if let Value::String(s) = value {
                 let taken = std::mem::take(s);
@@ -248,9 +246,10 @@ async fn prepare(
     shared: &Arc<Shared>,
     ctx: &DutCtx,
     job_id: &JobId,
-    job: &Value,
+    job: &ClaimedJob,
 ) -> Result<(JobPlan, Option<AttachmentsArchive>), String> {
-    let spec = JobSpec::from_server_json(&job.to_string()).map_err(|e| format!("the job is not valid: {e}"))?;
+    let text = serde_json::to_string(job).map_err(|e| format!("the job is not valid: {e}"))?;
+    let spec = JobSpec::from_server_json(&text).map_err(|e| format!("the job is not valid: {e}"))?;
     remove_job_dir(&ctx.work_dir, job_id);
     let job_dir = job_id.dir_in(&ctx.work_dir);
     let mut plan = JobPlan::new(&spec, &ctx.runner, &ctx.plugins, &job_dir).map_err(|e| e.to_string())?;
@@ -259,7 +258,7 @@ async fn prepare(
         // carries out.
         plan.use_device(device.clone());
     }
-    let complete = job.get("attachments_status").and_then(Value::as_str) == Some("complete");
+    let complete = job.attachments_status.as_deref() == Some("complete");
     let attachments = if complete { Some(download_attachments(shared, job_id.as_str()).await?) } else { None };
     Ok((plan, attachments))
 }

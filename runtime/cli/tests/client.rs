@@ -185,7 +185,7 @@ async fn poll_prints_every_fragment_once() {
     assert_eq!(r.ok().stdout, "Waiting on Output\n");
 
     let job = agent.claim_job(&["pq".into()], None).await.unwrap().unwrap();
-    assert_eq!(job["job_id"], id.as_str());
+    assert_eq!(job.job_id, id);
     for (n, phase, text) in [(0, "setup", "line-0\n"), (1, "setup", "line-1\n"), (2, "test", "line-2\n")] {
         agent.post_log_fragment(&id, LogType::Output, &LogFragment::now(n, phase, text)).await.unwrap();
     }
@@ -379,14 +379,14 @@ async fn submit_poll_shows_the_queue_position_and_follows_to_the_end() {
     // Act as the agent: take the first job, then ours once it has been seen waiting.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let first = agent.claim_job(&["sq".into()], None).await.unwrap().unwrap();
-    assert_eq!(first["job_id"], ahead.as_str());
+    assert_eq!(first.job_id, ahead);
     let second = loop {
         if let Some(j) = agent.claim_job(&["sq".into()], None).await.unwrap() {
             break j;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let id = second["job_id"].as_str().unwrap().to_owned();
+    let id = second.job_id;
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent.post_job_state(&id, "test").await.unwrap();
     agent.post_log_fragment(&id, LogType::Output, &LogFragment::now(0, "test", "tests ran\n")).await.unwrap();
@@ -421,7 +421,7 @@ async fn results_and_artifacts_of_a_completed_job() {
     );
     let id = job_id_of(&lab.run(&["submit", &job], &[]).await.ok().stdout);
     let claimed = agent.claim_job(&["rq".into()], None).await.unwrap().expect("dispatched after upload");
-    assert_eq!(claimed["test_data"]["attachments"], json!([{"agent": "payload.txt"}]));
+    assert_eq!(claimed.other["test_data"]["attachments"], json!([{"agent": "payload.txt"}]));
     let archive = agent.get_attachments(&id).await.unwrap();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive.as_ref()));
     let names: Vec<String> = tar.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();

@@ -12,11 +12,13 @@ use bytes::Bytes;
 use reqwest::header::COOKIE;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::client::{Client, endpoint, expect_ok, expect_success, seg};
 use crate::error::{ClientError, Result};
 use crate::types::{LogFragment, LogType};
+use crate::wire::{ClaimedJob, ResultUpdate};
 
 impl Client {
     /// `GET /v1/job?queue=…`: claims the next job of `queues` for the agent named by the
@@ -25,16 +27,26 @@ impl Client {
     /// `wait: None` asks once and answers at once (Testflinger's polling); `Some(d)` uses
     /// phasebox's long-poll (`&wait=<secs>`), where the server answers the moment a job
     /// arrives or after `d` (capped by the server). `None` when there is no job.
-    pub async fn claim_job(&self, queues: &[String], wait: Option<Duration>) -> Result<Option<Value>> {
+    pub async fn claim_job(&self, queues: &[String], wait: Option<Duration>) -> Result<Option<ClaimedJob>> {
         self.claim(None, queues, wait).await
     }
 
     /// [`claim_job`](Self::claim_job) for the agent `agent`, whatever the cookie jar holds.
-    pub async fn claim_job_as(&self, agent: &str, queues: &[String], wait: Option<Duration>) -> Result<Option<Value>> {
+    pub async fn claim_job_as(
+        &self,
+        agent: &str,
+        queues: &[String],
+        wait: Option<Duration>,
+    ) -> Result<Option<ClaimedJob>> {
         self.claim(Some(agent), queues, wait).await
     }
 
-    async fn claim(&self, agent: Option<&str>, queues: &[String], wait: Option<Duration>) -> Result<Option<Value>> {
+    async fn claim(
+        &self,
+        agent: Option<&str>,
+        queues: &[String],
+        wait: Option<Duration>,
+    ) -> Result<Option<ClaimedJob>> {
         let mut params: Vec<(&str, String)> = queues.iter().map(|q| ("queue", q.clone())).collect();
         let mut limit = self.timeout();
         if let Some(w) = wait {
@@ -77,13 +89,18 @@ impl Client {
         if job.get("job_id").and_then(Value::as_str).is_none() {
             return Err(ClientError::BadResponse { endpoint: ep.into(), message: "the job has no job_id".into() });
         }
+        let job = serde_json::from_value(job).map_err(|e| ClientError::BadResponse {
+            endpoint: ep.into(),
+            message: format!("the job does not parse: {e}"),
+        })?;
         Ok(Some(job))
     }
 
     /// `POST /v1/agents/data/<name>`: registers the agent or updates its fields (`state`,
     /// `comment`, `queues`, `location`, `provision_type`, `identifier`, `job_id`, `log`). The
-    /// answer sets the `agent_name` cookie claims need. Also the heartbeat.
-    pub async fn post_agent_data(&self, name: &str, data: &Value) -> Result<()> {
+    /// answer sets the `agent_name` cookie claims need. Also the heartbeat. `data`: an
+    /// [`AgentUpdate`](crate::AgentUpdate), or any JSON object.
+    pub async fn post_agent_data(&self, name: &str, data: &(impl Serialize + Sync + ?Sized)) -> Result<()> {
         let path = format!("/v1/agents/data/{}", seg(name));
         let ep = endpoint(&Method::POST, &path);
         expect_success(self.call_json(Method::POST, &path, data).await?, &ep).await
@@ -101,12 +118,13 @@ impl Client {
 
     /// `POST /v1/result/<id> {"job_state": state}`: what the agent posts before each phase.
     pub async fn post_job_state(&self, job_id: &str, state: &str) -> Result<()> {
-        self.post_result(job_id, &json!({ "job_state": state })).await
+        self.post_result(job_id, &ResultUpdate { job_state: Some(state.to_owned()), ..ResultUpdate::default() }).await
     }
 
     /// `POST /v1/result/<id>`: `status` (cumulative, phase → exit code), `device_info`,
-    /// `job_state`. The final post is `{"status": {...}, "job_state": "complete"}`.
-    pub async fn post_result(&self, job_id: &str, result: &Value) -> Result<()> {
+    /// `job_state`. The final post is `{"status": {...}, "job_state": "complete"}`. `result`:
+    /// a [`ResultUpdate`], or any JSON object.
+    pub async fn post_result(&self, job_id: &str, result: &(impl Serialize + Sync + ?Sized)) -> Result<()> {
         let path = format!("/v1/result/{}", seg(job_id));
         let ep = endpoint(&Method::POST, &path);
         expect_success(self.call_json(Method::POST, &path, result).await?, &ep).await
@@ -172,16 +190,17 @@ impl Client {
     }
 
     /// `POST /v1/agents/provision_logs/<agent>`: `{job_id, exit_code, detail}` after a
-    /// provision phase.
-    pub async fn post_provision_log(&self, agent: &str, entry: &Value) -> Result<()> {
+    /// provision phase ([`ProvisionLogEntry`](crate::ProvisionLogEntry), or any JSON object).
+    pub async fn post_provision_log(&self, agent: &str, entry: &(impl Serialize + Sync + ?Sized)) -> Result<()> {
         let path = format!("/v1/agents/provision_logs/{}", seg(agent));
         let ep = endpoint(&Method::POST, &path);
         expect_success(self.call_json(Method::POST, &path, entry).await?, &ep).await
     }
 
     /// `POST /v1/job/<id>/events`: the job's status events so far (Testflinger posts the
-    /// whole list each time), which the server forwards to the job's webhook.
-    pub async fn post_job_events(&self, job_id: &str, events: &Value) -> Result<()> {
+    /// whole list each time), which the server forwards to the job's webhook: a
+    /// [`StatusEvents`](crate::StatusEvents), or any JSON object.
+    pub async fn post_job_events(&self, job_id: &str, events: &(impl Serialize + Sync + ?Sized)) -> Result<()> {
         let path = format!("/v1/job/{}/events", seg(job_id));
         let ep = endpoint(&Method::POST, &path);
         expect_success(self.call_json(Method::POST, &path, events).await?, &ep).await

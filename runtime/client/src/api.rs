@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::client::{Client, endpoint, expect_ok, expect_success, json_body, seg, text_body, unexpected};
 use crate::error::{ClientError, Result};
 use crate::types::{LogChunk, LogQuery, LogType, SecretExpiry};
+use crate::wire::AgentData;
 
 impl Client {
     /// `GET /v1/`: the server's banner (`Testflinger Server v…`). A cheap connectivity check.
@@ -190,14 +191,18 @@ impl Client {
 
     /// `GET /v1/agents/data/<name>`: one agent, with `restricted_to`.
     /// [`ClientError::NotFound`] when there is no such agent.
-    pub async fn agent_data(&self, name: &str) -> Result<Value> {
+    pub async fn agent_data(&self, name: &str) -> Result<AgentData> {
         let path = format!("/v1/agents/data/{}", seg(name));
         let ep = endpoint(&Method::GET, &path);
         let r = self.call(Method::GET, &path).await?;
         if r.status() == StatusCode::NOT_FOUND {
             return Err(ClientError::NotFound { endpoint: ep, message: format!("Agent '{name}' does not exist.") });
         }
-        json_body(expect_ok(r, &ep).await?, &ep).await
+        let data = json_body(expect_ok(r, &ep).await?, &ep).await?;
+        serde_json::from_value(data).map_err(|e| ClientError::BadResponse {
+            endpoint: ep,
+            message: format!("the agent data does not parse: {e}"),
+        })
     }
 
     /// `GET /v1/queues/<queue>/agents`: the agents serving a queue.

@@ -365,7 +365,12 @@ impl Client {
     }
 
     /// Sends a JSON body with the ordinary time limit.
-    pub(crate) async fn call_json(&self, method: Method, path: &str, body: &Value) -> Result<Response> {
+    pub(crate) async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &(impl serde::Serialize + Sync + ?Sized),
+    ) -> Result<Response> {
         self.send(method, path, self.inner.timeout, &|r| Ok(r.json(body))).await
     }
 }

@@ -42,6 +42,7 @@ mod error;
 // The job event stream, for the agent (phasebox addition).
 mod events;
 mod types;
+mod wire;
 
 pub use backoff::Backoff;
 pub use client::{Client, Login};
@@ -50,3 +51,4 @@ pub use error::{ClientError, Result};
 pub use events::{JobEventStream, JobStreamEvent};
 pub use phasebox_redact::Secret;
 pub use types::{LogChunk, LogFragment, LogQuery, LogType, PHASES, PhaseLog, SecretExpiry, TERMINAL_STATES};
+pub use wire::{AgentData, AgentUpdate, ClaimedJob, ProvisionLogEntry, ResultUpdate, StatusEvent, StatusEvents};

@@ -109,7 +109,8 @@ async fn a_job_round_trip_submit_claim_logs_results_artifacts() {
     assert_eq!(user.get_job(&id).await.unwrap()["test_data"]["test_cmds"], "echo hi");
 
     let job = agent.claim_job(&["q".into()], None).await.unwrap().expect("a job");
-    assert_eq!(job["job_id"], id.as_str());
+    assert_eq!((job.job_id.as_str(), job.job_queue.as_str()), (id.as_str(), "q"));
+    assert_eq!(job.other["test_data"]["test_cmds"], "echo hi");
     assert_eq!(user.job_position(&id).await.unwrap(), None);
     assert_eq!(agent.claim_job(&["q".into()], None).await.unwrap(), None);
 
@@ -192,7 +193,7 @@ async fn attachments_go_up_and_come_down_unchanged() {
     let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     user.upload_attachments(&id, bytes.clone()).await.unwrap();
     let job = agent.claim_job(&["qa".into()], None).await.unwrap().expect("dispatched");
-    assert_eq!(job["attachments_status"], "complete");
+    assert_eq!(job.attachments_status.as_deref(), Some("complete"));
     assert_eq!(agent.get_attachments(&id).await.unwrap().as_ref(), bytes.as_slice());
     let dir = tempfile::tempdir().unwrap();
     let n = agent.download_attachments(&id, &dir.path().join("att.tgz")).await.unwrap();
@@ -217,7 +218,7 @@ async fn long_poll_claims_the_moment_a_job_arrives() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = user.submit_job(&json!({"job_queue": "lp"})).await.unwrap();
     let job = waiting.await.unwrap().unwrap().expect("the job");
-    assert_eq!(job["job_id"], id.as_str());
+    assert_eq!(job.job_id, id);
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
 
     // With nothing to claim the server answers at the end of the wait.
@@ -239,7 +240,7 @@ async fn one_client_claims_for_several_agent_names() {
     // The cookie jar holds dut-b (registered last), which this job excludes.
     assert_eq!(agent.claim_job(&["qa".into()], None).await.unwrap(), None);
     let job = agent.claim_job_as("dut-a", &["qa".into()], None).await.unwrap().expect("claimed as dut-a");
-    assert_eq!(job["job_id"], a.as_str());
+    assert_eq!(job.job_id, a);
 }
 
 #[tokio::test]
@@ -255,7 +256,8 @@ async fn queues_agents_and_provision_logs() {
     let agents = user.list_agents().await.unwrap();
     assert!(agents.iter().any(|a| a["name"] == "dut-q"), "{agents:?}");
     let data = user.agent_data("dut-q").await.unwrap();
-    assert_eq!(data["state"], "waiting");
+    assert_eq!(data.state(), "waiting");
+    assert_eq!(data.other["name"], "dut-q");
     let err = user.agent_data("nobody").await.unwrap_err();
     assert!(err.is_not_found() && err.to_string().contains("Agent 'nobody' does not exist."), "{err}");
     assert_eq!(user.queue_agents("beta").await.unwrap()[0]["name"], "dut-q");
@@ -299,7 +301,7 @@ async fn secrets_are_written_and_deleted_by_their_owner_only() {
     let agent = server.agent("dut-s", &["s"]).await;
     let job = agent.claim_job(&["s".into()], None).await.unwrap().unwrap();
     assert_eq!(
-        (job["job_id"].as_str(), job["test_data"]["secrets"]["TOKEN"].as_str()),
+        (Some(job.job_id.as_str()), job.other["test_data"]["secrets"]["TOKEN"].as_str()),
         (Some(id.as_str()), Some("value-that-must-not-leak"))
     );
 }

@@ -61,11 +61,13 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 /// `agent-status NAME [--json]`: the agent's state, or its data with `name`→`agent` and
 /// `state`→`status` as testflinger-cli prints it.
 pub async fn agent_status(client: &Client, name: &str, json: bool) -> anyhow::Result<Verdict> {
-    let mut data = client.agent_data(name).await.map_err(|e| match e {
+    let data = client.agent_data(name).await.map_err(|e| match e {
         ClientError::NotFound { .. } => anyhow::anyhow!("Agent '{name}' does not exist."),
         other => explain(other, None),
     })?;
     if json {
+        // Every field the server sent, unknown ones included.
+        let mut data = serde_json::to_value(&data)?;
         if let Some(obj) = data.as_object_mut() {
             if let Some(n) = obj.remove("name") {
                 obj.insert("agent".into(), n);
@@ -76,7 +78,7 @@ pub async fn agent_status(client: &Client, name: &str, json: bool) -> anyhow::Re
         }
         println!("{}", serde_json::to_string(&sorted(&data))?);
     } else {
-        println!("{}", str_of(&data, "state"));
+        println!("{}", data.state());
     }
     Ok(Verdict::Success)
 }

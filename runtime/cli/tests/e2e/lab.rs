@@ -288,7 +288,7 @@ impl Lab {
         for (_, duts) in AGENTS {
             for dut in duts {
                 self.wait_until(Duration::from_secs(120), &format!("{dut} waiting"), || async {
-                    client.agent_data(dut).await.is_ok_and(|d| d["state"] == "waiting")
+                    client.agent_data(dut).await.is_ok_and(|d| d.state() == "waiting")
                 })
                 .await;
             }
