@@ -46,12 +46,14 @@
 #![deny(missing_docs)]
 
 pub mod blocked;
+pub mod derive;
 mod endpoint;
 mod files;
 mod host;
 mod origin;
 mod request;
 
+pub use derive::{Derive, DerivedOrigin};
 pub use endpoint::{Endpoint, EndpointPattern, Ports};
 pub use files::{Access, FileRequest, FileRule, validate_guest_path, validate_source};
 pub use host::{DnsName, Host, HostPattern, canonical_ip};

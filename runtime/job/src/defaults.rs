@@ -15,7 +15,6 @@
 //! plugin of that name: the runner's plugin list stays its allow-list of code.
 
 use phasebox_jobspec::{JobSpec, Phase, ProvisionType};
-use phasebox_sandbox::Origin;
 
 /// The standard plugin for `phase` of `spec`, by name, per the [table](self).
 pub fn standard_plugin(phase: Phase, spec: &JobSpec) -> Option<&'static str> {
@@ -36,27 +35,6 @@ pub fn standard_plugin(phase: Phase, spec: &JobSpec) -> Option<&'static str> {
         Phase::Cleanup => Some("cleanup"),
         Phase::Setup | Phase::Allocate => None,
     }
-}
-
-/// Where `lp:<user>` and `gh:<user>` keys are fetched from: the URL template (with `{user}`) in
-/// the device fact `fact`, or the public key server. The `reserve` plugin reads the same facts.
-pub fn key_server(facts: &[(String, String)], entry: &str) -> Option<String> {
-    let (fact, default, user) = if let Some(user) = entry.strip_prefix("lp:") {
-        ("ssh_import_lp", "https://launchpad.net/~{user}/+sshkeys", user)
-    } else if let Some(user) = entry.strip_prefix("gh:") {
-        ("ssh_import_gh", "https://github.com/{user}.keys", user)
-    } else {
-        return None;
-    };
-    let template = facts.iter().find(|(k, _)| k == fact).map_or(default, |(_, v)| v.as_str());
-    Some(template.replace("{user}", user))
-}
-
-/// The origin (`scheme://host:port`) of `url`, or `None` when it is no `http`/`https` URL.
-pub(crate) fn origin_of(url: &str) -> Option<Origin> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    Origin::parse(&format!("{scheme}://{authority}")).ok()
 }
 
 #[cfg(test)]
@@ -82,17 +60,5 @@ mod tests {
         assert_eq!(standard_plugin(Phase::Test, &s), None);
         // maas-like data (no url, no attachments): nothing standard provisions it.
         assert_eq!(standard_plugin(Phase::Provision, &spec("provision_data: {distro: noble}\n")), None);
-    }
-
-    #[test]
-    fn key_servers_follow_facts() {
-        let facts = vec![("ssh_import_gh".to_owned(), "http://127.0.0.1:9/{user}.keys".to_owned())];
-        assert_eq!(key_server(&facts, "gh:bob").as_deref(), Some("http://127.0.0.1:9/bob.keys"));
-        assert_eq!(key_server(&facts, "lp:al").as_deref(), Some("https://launchpad.net/~al/+sshkeys"));
-        assert_eq!(key_server(&facts, "ssh-ed25519 AAAA"), None);
-        let origin = |url| origin_of(url).map(|o| o.to_string());
-        assert_eq!(origin("http://127.0.0.1:9/bob.keys").as_deref(), Some("http://127.0.0.1:9"));
-        assert_eq!(origin("https://launchpad.net/~al/+sshkeys").as_deref(), Some("https://launchpad.net:443"));
-        assert_eq!(origin("ftp://example.com/x"), None);
     }
 }

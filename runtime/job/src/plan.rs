@@ -414,10 +414,11 @@ impl Planner<'_> {
                 }
             }
         }
-        // Origins the phase's data names (an image url, key servers for lp:/gh: keys) are
-        // offered, like /artifacts, when the plugin may use HTTP and the operator allows them;
-        // otherwise the plugin's request is denied at run time and it says which grant is missing.
-        for o in self.implied_origins(phase) {
+        // Origins the plugin's manifest derives from the phase's data (an image url, key
+        // servers for lp:/gh: keys) are offered, like /artifacts, when the plugin may use HTTP
+        // and the operator allows them; otherwise the plugin's request is denied at run time and
+        // it says which grant is missing.
+        for o in self.derived_origins(phase, &plugin) {
             if manifest.http.iter().any(|p| p.covers(&o))
                 && policy.allow.http.iter().any(|p| p.covers(&o))
                 && !ask.http.contains(&o)
@@ -478,27 +479,23 @@ impl Planner<'_> {
         Ok(PhaseAction::Run(Box::new(PhaseRun { plugin, grant, input, timeouts, secrets })))
     }
 
-    /// The HTTP origins `phase`'s data names: `provision_data.url`, and the key servers of
-    /// `reserve_data.ssh_keys`' `lp:`/`gh:` entries.
-    fn implied_origins(&self, phase: Phase) -> Vec<Origin> {
-        let urls: Vec<String> = match phase {
-            Phase::Provision => self
-                .spec
-                .provision_data
-                .as_ref()
-                .and_then(|d| d.as_ref())
-                .and_then(|d| d.url())
-                .map(str::to_owned)
-                .into_iter()
-                .collect(),
-            Phase::Reserve => {
-                let facts = self.runner.dut.plugin_facts();
-                let keys = self.spec.reserve_data.as_ref().and_then(|r| r.ssh_keys.as_ref());
-                keys.into_iter().flatten().filter_map(|k| crate::defaults::key_server(&facts, k)).collect()
-            }
-            _ => Vec::new(),
-        };
-        urls.iter().filter_map(|u| crate::defaults::origin_of(u)).collect()
+    /// The HTTP origins `plugin`'s manifest derives (`[[derive.http]]`) from `phase`'s data,
+    /// e.g. the image URL of `provision_data.url` or the key servers of `reserve_data.ssh_keys`.
+    fn derived_origins(&self, phase: Phase, plugin: &Plugin) -> Vec<Origin> {
+        let rules = &plugin.manifest().derive.http;
+        let Some(data) = phase.data_key().and_then(|k| self.json.get(k)) else { return Vec::new() };
+        let facts = if rules.is_empty() { Vec::new() } else { self.runner.dut.plugin_facts() };
+        let mut origins = Vec::new();
+        for rule in rules {
+            let found = rule.from.iter().try_fold(data, |v, key| v.get(key));
+            let data: Vec<&str> = match found {
+                Some(Value::String(s)) => vec![s.as_str()],
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            origins.extend(data.into_iter().filter_map(|d| rule.origin(d, &facts)));
+        }
+        origins
     }
 
     /// Creates the job-directory subtree a mount names, so that the grant can be resolved

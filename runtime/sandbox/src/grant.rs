@@ -152,6 +152,11 @@ impl Grant {
         &self.linked
     }
 
+    /// The HTTP origins the phase may reach.
+    pub fn http_origins(&self) -> &[phasebox_grants::Origin] {
+        self.network.http_origins()
+    }
+
     /// The secret names the phase may read.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.secrets.iter().map(String::as_str)

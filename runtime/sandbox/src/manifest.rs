@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use phasebox_grants::Derive;
+
 use crate::grant::Capabilities;
 
 /// The custom section that carries the manifest inside a component.
@@ -37,6 +39,9 @@ pub struct Manifest {
     /// What it may ask for.
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Origins it derives from its phase's data (`[[derive.http]]`), offered to its phases.
+    #[serde(default, skip_serializing_if = "Derive::is_empty")]
+    pub derive: Derive,
 }
 
 /// The `[plugin]` table.
@@ -168,6 +173,21 @@ mod tests {
         let err = Manifest::parse(&HELLO.replace("results", "resultz")).unwrap_err();
         assert!(err.contains("resultz"), "{err}");
         assert!(Manifest::parse("[plugin]\nname = \"Bad Name\"").is_err());
+    }
+
+    #[test]
+    fn derive_rules_parse_and_round_trip() {
+        let text = format!(
+            "{HELLO}\n[[derive.http]]\nfrom = \"ssh_keys\"\nprefix = \"gh:\"\nurl = \"https://github.com/{{value}}.keys\"\n"
+        );
+        let m = Manifest::parse(&text).unwrap();
+        assert_eq!(m.derive.http[0].from, ["ssh_keys"]);
+        assert_eq!(Manifest::parse(&m.to_toml()).unwrap(), m);
+        assert!(Manifest::parse(HELLO).unwrap().derive.is_empty());
+        let err = Manifest::parse(&text.replace("https://github.com/", "github.com/")).unwrap_err();
+        assert!(err.contains("derive.http") && err.contains("github.com/{value}.keys"), "{err}");
+        let err = Manifest::parse(&format!("{HELLO}\n[derive]\nftp = []\n")).unwrap_err();
+        assert!(err.contains("ftp"), "{err}");
     }
 
     #[test]

@@ -163,6 +163,11 @@ impl NetworkPolicy {
         !self.http.is_empty()
     }
 
+    /// The granted HTTP origins.
+    pub fn http_origins(&self) -> &[Origin] {
+        &self.http
+    }
+
     /// Whether the phase may resolve `name`: it is granted for DNS, or a connect grant names it.
     pub fn may_resolve(&self, name: &str) -> bool {
         self.dns.iter().any(|n| n.matches(name))

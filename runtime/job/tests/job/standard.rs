@@ -175,6 +175,32 @@ async fn key_imports_without_an_http_grant_fail_naming_the_grant() {
     sim.shutdown().await;
 }
 
+/// The origins a phase is offered come from its plugin's manifest (`[[derive.http]]`): `flash`
+/// derives the image's, `reserve` the key servers' (the mirror a device fact names, or Launchpad,
+/// which this policy does not allow). A plugin that declares none is offered none from the same
+/// data, though its manifest and the policy allow HTTP: it gets what the job asks for.
+#[test]
+fn derived_origins_come_from_the_plugins_manifest() {
+    let runner = runner(8080, "\"http://127.0.0.1:*\"");
+    let job = &format!(
+        "job_queue: sim\nprovision_data: {{url: 'http://127.0.0.1:8081/noble.img'}}\n\
+         reserve_data:\n  ssh_keys: [gh:bob, lp:al, '{CAROL}']\n  timeout: 1\n"
+    );
+    let origins = |job: &str, phase| {
+        let (plan, _dir) = crate::common::plan(job, &runner).unwrap();
+        let run = plan.phase(phase).run().expect("the phase runs");
+        run.grant().http_origins().iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(origins(job, Phase::Provision), ["http://127.0.0.1:8081"]);
+    assert_eq!(origins(job, Phase::Reserve), ["http://127.0.0.1:8080"]);
+    // `http-probe` declares no derivation: it gets what the job asks for and nothing more.
+    let probing = job.replace(
+        "timeout: 1\n",
+        "timeout: 1\n  phasebox: {plugin: http-probe, grants: {http: ['http://127.0.0.1:9']}}\n",
+    );
+    assert_eq!(origins(&probing, Phase::Reserve), ["http://127.0.0.1:9"]);
+}
+
 /// A job whose allocate phase runs `device-probe` with `steps` (allocate_data is free-form in
 /// Testflinger's schema, so it can carry them).
 fn probe_job(steps: &[&str]) -> String {
