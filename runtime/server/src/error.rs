@@ -78,6 +78,32 @@ impl ApiError {
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// What the caller is told, as text: a refusal's message, or "Internal server error" for a
+    /// store or internal failure, whose detail goes to the server's log only. The API and the
+    /// web interface both answer with it.
+    pub fn caller_message(self) -> String {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::Unprocessable(m)
+            | ApiError::Text(_, m)
+            | ApiError::Store(StoreError::Conflict(m)) => m,
+            ApiError::BadRequestJson(v) | ApiError::Validation { errors: v, .. } => v.to_string(),
+            ApiError::Store(e) => {
+                tracing::error!(error = ?e.to_string(), "store error");
+                "Internal server error".into()
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "Internal server error".into()
+            }
+        }
+    }
 }
 
 fn message(status: StatusCode, message: &str) -> Response {
@@ -88,27 +114,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         match self {
-            ApiError::BadRequest(m)
-            | ApiError::Unauthorized(m)
-            | ApiError::Forbidden(m)
-            | ApiError::NotFound(m)
-            | ApiError::Conflict(m)
-            | ApiError::PayloadTooLarge(m)
-            | ApiError::Unprocessable(m) => message(status, &m),
             ApiError::BadRequestJson(m) => (status, Json(json!({ "message": m, "detail": {} }))).into_response(),
             ApiError::Validation { location, errors } => {
                 (status, Json(json!({ "message": "Validation error", "detail": { location: errors } }))).into_response()
             }
             ApiError::Text(_, text) => (status, text).into_response(),
-            ApiError::Store(StoreError::Conflict(m)) => message(status, &m),
-            ApiError::Store(e) => {
-                tracing::error!(error = ?e.to_string(), "store error");
-                message(status, "Internal server error")
-            }
-            ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                message(status, "Internal server error")
-            }
+            other => message(status, &other.caller_message()),
         }
     }
 }

@@ -69,25 +69,7 @@ pub fn message_page(visit: &Visit, status: StatusCode, message: &str) -> Respons
 /// internal errors are logged and shown without their detail, as the API does).
 pub fn error_page(visit: &Visit, e: ApiError) -> Response {
     let status = e.status();
-    let message = match e {
-        ApiError::BadRequest(m)
-        | ApiError::Unauthorized(m)
-        | ApiError::Forbidden(m)
-        | ApiError::NotFound(m)
-        | ApiError::Conflict(m)
-        | ApiError::PayloadTooLarge(m)
-        | ApiError::Unprocessable(m)
-        | ApiError::Text(_, m) => m,
-        ApiError::BadRequestJson(v) | ApiError::Validation { errors: v, .. } => v.to_string(),
-        ApiError::Store(e) => {
-            tracing::error!(error = ?e.to_string(), "store error");
-            "Internal server error".into()
-        }
-        ApiError::Internal(e) => {
-            tracing::error!(error = ?e, "internal error");
-            "Internal server error".into()
-        }
-    };
+    let message = e.caller_message();
     message_page(visit, status, message.trim())
 }
 
