@@ -117,21 +117,6 @@ pub enum JobError {
         available: String,
     },
 
-    /// A request in `<phase>_data.phasebox.grants` is not understood by the sandbox.
-    #[error("job {job}: phase {phase}: {what} `{value}` is not valid: {reason}")]
-    Request {
-        /// The job id.
-        job: String,
-        /// The phase.
-        phase: Phase,
-        /// Which request, e.g. `grants.network.connect`.
-        what: &'static str,
-        /// The value as written.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-
     /// The effective grant could not be formed: the job asks for something that the plugin's
     /// manifest or the operator's policy does not allow, or names a directory that cannot be
     /// mounted.
@@ -255,7 +240,6 @@ impl JobError {
         match self {
             Self::NoPlugin { phase, .. }
             | Self::UnknownPlugin { phase, .. }
-            | Self::Request { phase, .. }
             | Self::Grant { phase, .. }
             | Self::PluginNeedsGrant { phase, .. }
             | Self::AttachmentsNotGrantable { phase, .. }
